@@ -1,0 +1,1 @@
+"""One module per ``mmbal`` subcommand; each defines ``register(subparsers)``."""

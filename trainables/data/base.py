@@ -1,0 +1,113 @@
+"""Dataset plugin: a registered class turns ``(params, root, seed)`` into train/val/test splits.
+
+A batch, after the default collate, is ``{"inputs": {modality: Tensor[B, ...]}, "label": Tensor[B],
+"index": Tensor[B]}``. Each dataset module registers itself with ``@register_dataset("name")`` and
+declares a frozen ``Params`` dataclass (the ``data.*`` keys of a config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainables.params import NoParams
+from trainables.registry import Registry
+
+DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Per-sample input shape of a modality and the encoder used by default."""
+
+    shape: tuple[int, ...]
+    encoder: str
+
+
+@dataclass
+class DataBundle:
+    """The three splits of one trial plus what the model needs to know about the data.
+
+    Attributes:
+        train, val, test: map-style datasets yielding ``{"inputs", "label", "index"}`` dicts.
+        modalities: modality name -> :class:`ModalitySpec`, in the order the model uses.
+        class_names: one name per class index.
+        info: recorded with the run (split sizes, seeds, manifest checksums, skipped samples).
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    modalities: dict[str, ModalitySpec]
+    class_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class DatasetSpec:
+    """Base class of a registered dataset."""
+
+    Params: ClassVar[type] = NoParams
+    name: ClassVar[str] = ""
+    needs_root: ClassVar[bool] = False  # True for datasets read from a user folder
+
+    def build(self, params: Any, root: str | None, seed: int) -> DataBundle:  # pragma: no cover
+        raise NotImplementedError
+
+
+class TensorDictDataset(Dataset):
+    """In-memory dataset over per-modality tensors sharing the first axis."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, indices: np.ndarray | None = None) -> None:
+        self.inputs = inputs
+        self.labels = labels
+        self.indices = torch.as_tensor(indices if indices is not None else np.arange(len(labels)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"inputs": {m: x[i] for m, x in self.inputs.items()}, "label": self.labels[i], "index": self.indices[i]}
+
+    def subset(self, rows: np.ndarray) -> TensorDictDataset:
+        rows_t = torch.as_tensor(rows)
+        return TensorDictDataset({m: x[rows_t] for m, x in self.inputs.items()}, self.labels[rows_t], self.indices[rows_t].numpy())
+
+
+def stratified_split(labels: np.ndarray, sizes: dict[str, int | float], seed: int) -> dict[str, np.ndarray]:
+    """Seeded, stratified, disjoint split of sample indices.
+
+    Args:
+        labels: class index per sample.
+        sizes: split name -> samples *per class* (int) or fraction of each class (float in (0, 1]).
+            Splits are drawn in the given order; a split sized ``-1`` takes whatever is left.
+        seed: the permutation seed (independent of the training seed when the caller wants it).
+
+    Returns:
+        split name -> sorted sample indices.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {name: [] for name in sizes}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for name, size in sizes.items():
+            if size == -1:
+                n = len(idx) - start
+            elif isinstance(size, float):
+                n = int(round(size * len(idx)))
+            else:
+                n = int(size)
+            if start + n > len(idx):
+                raise ValueError(f"class {c} has {len(idx)} samples, not enough for split sizes {sizes}")
+            out[name].append(idx[start : start + n])
+            start += n
+    return {name: np.sort(np.concatenate(parts)) for name, parts in out.items()}

@@ -1,0 +1,30 @@
+"""User-facing errors: one line that names the key, what was given and what is allowed."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config, sweep file or command line.
+
+    Args:
+        key: dotted config key (``optim.lr``) or the thing that is wrong (``method``).
+        message: what is wrong and what is allowed.
+        source: file the key came from, when known; filled in by the CLI.
+    """
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.source = source
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.key}: {self.message}"
+
+    def with_source(self, source: str) -> ConfigError:
+        return ConfigError(self.key, self.message, source)
+
+
+class DataError(RuntimeError):
+    """Bad data on disk: names the file (and row) that is wrong."""

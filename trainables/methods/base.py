@@ -1,0 +1,151 @@
+"""The balancing-method plugin: a method owns how one training step is taken.
+
+The loop owns epochs, data, evaluation, metrics, checkpoints and reporting; a method owns only what
+makes it different. Subclass :class:`BalancingMethod`, give it a frozen ``Params`` dataclass
+(fields made with :func:`trainables.params.knob`) and register it with ``@register_method("name")``
+in its own module under ``trainables/methods/`` (the key is the file stem and the YAML ``method:``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trainables.models.classifier import ModelSpec, mask_inputs
+from trainables.models.output import ModelOutput
+from trainables.params import NoParams
+from trainables.registry import Registry
+
+METHODS: Registry[type[BalancingMethod]] = Registry("method")
+register_method = METHODS.register
+
+Batch = dict[str, Any]  # {"inputs": {modality: Tensor}, "label": Tensor, "index": Tensor}
+Optimizers = dict[str, torch.optim.Optimizer]
+MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know about the trial when it is built.
+
+    Attributes:
+        modalities: modality names in dataset order.
+        num_classes: number of classes.
+        epochs: total number of training epochs of the trial.
+        device: torch device the trial runs on.
+        seed: trial seed.
+    """
+
+    modalities: list[str]
+    num_classes: int
+    epochs: int
+    device: torch.device
+    seed: int = 0
+
+
+@dataclass
+class StepState:
+    """Where in training a step happens.
+
+    Attributes:
+        epoch: 0-based epoch.
+        batch_idx: 0-based index of the batch inside the epoch.
+        batches_per_epoch: number of training batches per epoch (on this rank).
+        global_step: batches seen since the start of training.
+    """
+
+    epoch: int
+    batch_idx: int
+    batches_per_epoch: int
+    global_step: int
+
+
+@dataclass
+class EpochContext:
+    """Given to the epoch hooks: statistics passes over the training data happen here.
+
+    Attributes:
+        epoch: 0-based epoch about to start / just finished.
+        train_loader: the training DataLoader (this rank's shard under DDP).
+        device: torch device.
+        to_device: moves a collated batch onto ``device``.
+        all_reduce: sums a tensor over DDP ranks in place (identity on one process).
+    """
+
+    epoch: int
+    train_loader: DataLoader
+    device: torch.device
+    to_device: Callable[[Batch], Batch]
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+
+
+class BalancingMethod:
+    """Base class of all balancing methods; every hook but ``training_step`` has a default."""
+
+    Params: ClassVar[type] = NoParams
+    name: ClassVar[str] = ""
+
+    def __init__(self, params: Any, ctx: MethodContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    # --- model and optimisation -------------------------------------------------------------
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        """Build the model; the default is the standard ``MultimodalClassifier``."""
+        return spec.build()
+
+    def configure_optimizers(self, model: nn.Module, make_optimizer: MakeOptimizer) -> Optimizers:
+        """Name -> optimizer; the loop gives each one the configured LR schedule."""
+        return {"main": make_optimizer(model.parameters())}
+
+    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+        """Take one optimisation step on ``batch``; return scalars to average over the epoch.
+
+        ``loss`` is reported as ``train/loss``; other keys are reported under ``train/`` and
+        should be namespaced ``<method>/...`` (e.g. ``ogm_ge/coeff/audio``).
+        """
+        raise NotImplementedError
+
+    # --- inference ---------------------------------------------------------------------------
+    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Iterable[str] | None = None) -> ModelOutput:
+        """Fused and per-modality logits for evaluation.
+
+        Args:
+            present: modalities available; the others are zeroed (``zero-input`` scheme). ``None``
+                means all present.
+        """
+        if present is not None:
+            inputs = mask_inputs(inputs, present)
+        return model(inputs)
+
+    # --- hooks --------------------------------------------------------------------------------
+    def on_epoch_start(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+        """Called before each training epoch (stage switches, statistics passes)."""
+        return {}
+
+    def on_epoch_end(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+        """Called after each training epoch; returned scalars are reported under ``train/``."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state that must survive a checkpoint/resume (tensors, counters)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """zero_grad -> backward -> step, the plain step most methods start from."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

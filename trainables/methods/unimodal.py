@@ -1,0 +1,60 @@
+"""One modality alone: the upper reference for what a modality can learn without interference.
+
+Only the chosen modality's encoder and a linear classifier on its features are built and trained.
+Evaluation reports the same schema as the multimodal methods: the fused logits *are* the chosen
+modality's logits; the other modalities' logits are uniform (they are not modelled), so their
+per-modality accuracy is chance by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainables.errors import ConfigError
+from trainables.methods.base import Batch, BalancingMethod, Optimizers, StepState, cross_entropy, register_method, sgd_step
+from trainables.models.classifier import ModelSpec
+from trainables.models.encoders import build_encoder
+from trainables.models.output import ModelOutput
+from trainables.params import knob
+
+
+@dataclass(frozen=True)
+class UnimodalParams:
+    modality: str = knob("", "modality to train alone; empty = the dataset's first modality")
+
+
+class UnimodalModel(nn.Module):
+    def __init__(self, spec: ModelSpec, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        self.modalities = spec.modalities
+        self.encoders = nn.ModuleDict({modality: build_encoder(spec.encoders[modality], spec.shapes[modality], spec.feature_dim)})
+        self.head = nn.Linear(self.encoders[modality].out_dim, spec.num_classes)
+        self.num_classes = spec.num_classes
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        feat = self.encoders[self.modality](inputs[self.modality])
+        logits = self.head(feat)
+        uniform = torch.zeros_like(logits)
+        per = {m: (logits if m == self.modality else uniform) for m in self.modalities}
+        return ModelOutput(logits=logits, modality_logits=per, features={self.modality: feat})
+
+
+@register_method("unimodal")
+class Unimodal(BalancingMethod):
+    Params = UnimodalParams
+
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        modality = self.params.modality or spec.modalities[0]
+        if modality not in spec.modalities:
+            raise ConfigError("params.modality", f"{modality!r} is not a modality of this dataset; allowed: {', '.join(spec.modalities)}")
+        return UnimodalModel(spec, modality)
+
+    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+        out = model(batch["inputs"])
+        loss = cross_entropy(out.logits, batch["label"])
+        sgd_step(optimizers["main"], loss)
+        return {"loss": loss.item()}

@@ -1,0 +1,95 @@
+"""How a trial reports: one small interface, a JSONL writer locally, Ray's reporter in Tune/Train.
+
+``report(metrics, checkpoint)`` is called once per epoch; ``checkpoint`` is the full trial state
+(a dict for ``torch.save``) on checkpoint epochs and ``None`` otherwise. ``restore()`` returns the
+latest saved state, or ``None`` for a fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+class Reporter(Protocol):
+    def restore(self) -> dict[str, Any] | None: ...
+
+    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None: ...
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file and ``os.replace`` so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: NaN/inf become strings, tensors and numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(json_safe(obj), sort_keys=True)
+
+
+class JsonlReporter:
+    """Local reporter: ``OUT/metrics.jsonl`` (one line per epoch) and ``OUT/checkpoints/*.pt``.
+
+    On restore, ``metrics.jsonl`` is rewritten from the history stored in the checkpoint, so a run
+    killed between saving a checkpoint and appending its line still ends with every line once.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, keep: int = 2) -> None:
+        self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.keep = keep
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.ckpt_dir.glob("epoch_*.pt"))
+
+    def restore(self) -> dict[str, Any] | None:
+        ckpts = self.checkpoints()
+        if not ckpts:
+            if self.metrics_path.exists():
+                self.metrics_path.unlink()  # lines without a checkpoint cannot be resumed from
+            return None
+        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+        atomic_write_text(self.metrics_path, "".join(dumps(r) + "\n" for r in state["history"]))
+        return state
+
+    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            atomic_torch_save(checkpoint, self.ckpt_dir / f"epoch_{int(metrics['epoch']):04d}.pt")
+            for old in self.checkpoints()[: -self.keep]:
+                old.unlink()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a") as fh:
+            fh.write(dumps(metrics) + "\n")

@@ -1,0 +1,114 @@
+"""Where a trial runs: device, seeding, and the (optional) process group of a DDP trial."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    """Device and rank of this process. ``world_size > 1`` means a DDP trial (Ray Train sets up
+    ``torch.distributed``; gloo on CPU, NCCL on GPU)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def local(cls, device: str = "auto") -> Runtime:
+        return cls(pick_device(device))
+
+    @classmethod
+    def from_process_group(cls, device: str = "auto") -> Runtime:
+        """The runtime of a process inside an initialised ``torch.distributed`` group."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return cls.local(device)
+        dev = pick_device(device)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+        return cls(dev, dist.get_rank(), dist.get_world_size())
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over ranks in place (a no-op on one process). CPU tensors travel via the
+        group's device when the backend needs it (NCCL)."""
+        if self.world_size == 1:
+            return t
+        if dist.get_backend() == "nccl" and t.device.type != "cuda":
+            buf = t.to(self.device)
+            dist.all_reduce(buf)
+            t.copy_(buf.cpu())
+        else:
+            dist.all_reduce(t)
+        return t
+
+    def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average gradients over ranks before every ``optimizer.step()``.
+
+        Hooked on the optimizer rather than wrapping the model in DDP so that every method works
+        unchanged, including those that take several backward passes or optimizer steps per batch
+        (MLA, SAM-based MIE): whatever gradient a method built is averaged right before it is used.
+        """
+        if self.world_size == 1:
+            return
+
+        def hook(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self.all_reduce(p.grad)
+                        p.grad.div_(self.world_size)
+
+        optimizer.register_step_pre_hook(hook)
+
+    def broadcast_model(self, model: torch.nn.Module) -> None:
+        """Start every rank from rank 0's weights and buffers."""
+        if self.world_size == 1:
+            return
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from trainables.errors import ConfigError
+
+        raise ConfigError("device", "cuda was asked for but no CUDA device is visible; allowed: auto, cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; make CPU (and cuDNN) kernels deterministic."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
