@@ -1,0 +1,42 @@
+"""``mmbal report EXPERIMENT_DIR [--out DIR]``: leaderboard (Markdown, CSV), plots and an HTML page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from orchestrator.report import leaderboard_markdown, write_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="leaderboard (mean ± std over seeds), plots and an HTML page of a results folder")
+    p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="results folder of a sweep (results/<experiment>)")
+    p.add_argument("--out", default=None, help="output folder (default EXPERIMENT_DIR/report)")
+    p.add_argument("--select-metric", default="val/acc", help="validation metric that picks each method's best config")
+    p.add_argument("--select-mode", default="max", choices=["max", "min"])
+    p.add_argument("--wandb", action="store_true", help="also log a W&B summary run (offline unless WANDB_MODE=online)")
+    p.add_argument("--wandb-project", default="mmbal")
+    p.add_argument("--wandb-group", default=None, help="W&B group of the sweep (default: the experiment folder name)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = write_report(args.experiment_dir, args.out, args.select_metric, args.select_mode)
+    print(leaderboard_markdown(args.experiment_dir, args.select_metric, args.select_mode))
+    for kind, path in files.items():
+        print(f"wrote {kind}: {path}")
+    if args.wandb:
+        from orchestrator.summary_run import log_summary_run
+
+        group = args.wandb_group or Path(args.experiment_dir).resolve().name
+        folder = log_summary_run(
+            args.experiment_dir,
+            args.wandb_project,
+            group,
+            select_metric=args.select_metric,
+            select_mode=args.select_mode,
+            files=files,
+        )
+        if folder is not None:
+            print(f"W&B summary run in group {group!r}: {folder} (upload with `wandb sync {folder}` when offline)")
+    return 0
