@@ -16,6 +16,8 @@ import yaml
 from trainables.data import DATASETS
 from trainables.errors import ConfigError
 from trainables.methods import METHODS
+from trainables.models.encoders import ENCODERS
+from trainables.models.fusion import FUSIONS
 from trainables.params import build_params, knob
 
 
@@ -47,6 +49,11 @@ class ModelConfig:
     fusion: str = knob("concat", "fusion head: concat, sum, film, gated")
     feature_dim: int = knob(64, "feature size of MLP/CNN encoders (ResNet-18 gives 512)")
     encoders: dict[str, str] = knob({}, "per-modality encoder override, e.g. {pix: mlp}; default from the dataset")
+
+    def __post_init__(self) -> None:
+        FUSIONS.get(self.fusion, key="fusion")
+        for m, kind in self.encoders.items():
+            ENCODERS.get(kind, key=f"encoders.{m}")
 
 
 @dataclass(frozen=True)

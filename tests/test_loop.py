@@ -1,0 +1,101 @@
+"""The loop: determinism, exact resume, model selection on validation, no false summaries."""
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from orchestrator.cli import main
+from orchestrator.results import read_jsonl
+from trainables.loop import run_trial
+from trainables.reporting import JsonlReporter
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfter(JsonlReporter):
+    """Dies right after reporting epoch ``n`` (like a killed process)."""
+
+    def __init__(self, out, n, **kw):
+        super().__init__(out, **kw)
+        self.n = n
+
+    def report(self, metrics, checkpoint):
+        super().report(metrics, checkpoint)
+        if metrics["epoch"] == self.n:
+            raise Interrupt
+
+
+def _rows(path):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(path / "metrics.jsonl")]
+
+
+def test_cli_train_twice_gives_identical_summary(tmp_path, capsys):
+    args = ["train", "--method", "joint", "--dataset", "mfeat", "--epochs", "2", "--seed", "0",
+            "--set", "data.train_per_class=6", "--set", "data.val_per_class=4", "--set", "data.test_per_class=4"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    a, b = (tmp_path / "a" / "summary.json").read_text(), (tmp_path / "b" / "summary.json").read_text()
+    assert a == b
+    s = json.loads(a)
+    assert {"test/acc", "test/acc/pix", "test/acc/fou", "test/missing/pix/acc", "test/missing/fou/acc", "val/acc"} <= set(s)
+    assert len(read_jsonl(tmp_path / "a" / "metrics.jsonl")) == 2
+
+
+@pytest.mark.parametrize("every,stop", [(1, 2), (2, 3)])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, every, stop):
+    cfg = tiny_config(epochs=4, checkpoint={"every": every, "keep": 1})
+    full = run_trial(cfg, JsonlReporter(tmp_path / "full"))
+    with pytest.raises(Interrupt):
+        run_trial(cfg, InterruptAfter(tmp_path / "cut", stop))
+    resumed = run_trial(cfg, JsonlReporter(tmp_path / "cut"))
+    assert resumed == full
+    rows = _rows(tmp_path / "cut")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # every epoch exactly once, even after a torn epoch
+    assert rows == _rows(tmp_path / "full")
+
+
+def test_best_epoch_is_chosen_on_validation_and_test_comes_from_it(tmp_path):
+    summary = run_trial(tiny_config(epochs=4), JsonlReporter(tmp_path))
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    val = [r["val/acc"] for r in rows]
+    best = val.index(max(val)) + 1  # first epoch reaching the max
+    assert summary["best_epoch"] == best == rows[-1]["best/epoch"]
+    assert summary["val/acc"] == max(val)
+    assert all(not k.startswith("test/") for r in rows[:-1] for k in r)  # test is looked at once, at the end
+
+
+def test_min_mode_selection(tmp_path):
+    summary = run_trial(tiny_config(epochs=3, eval={"select_metric": "val/loss", "select_mode": "min"}), JsonlReporter(tmp_path))
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert summary["val/loss"] == min(r["val/loss"] for r in rows)
+
+
+def test_a_failed_run_leaves_no_summary(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "2", "--set", "data.train_per_class=6", "--set", "data.val_per_class=4",
+            "--set", "data.test_per_class=4", "--out", str(out)]
+    assert main(args) == 0 and (out / "summary.json").exists()
+
+    import trainables.loop as loop
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loop, "_test_of_best", boom)
+    args2 = [a if a != "2" else "3" for a in args]  # a longer run in a new folder
+    out2 = tmp_path / "run2"
+    with pytest.raises(RuntimeError):
+        main([*args2[:-1], str(out2)])
+    assert not (out2 / "summary.json").exists()
+
+
+def test_out_dir_with_another_config_is_refused(tmp_path, capsys):
+    base = ["train", "--epochs", "1", "--set", "data.train_per_class=6", "--set", "data.val_per_class=4",
+            "--set", "data.test_per_class=4", "--out", str(tmp_path)]
+    assert main(base) == 0
+    assert main([*base, "--set", "optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "optim" in err[0]
