@@ -41,3 +41,11 @@ def test_list_shows_every_registered_method_with_params(capsys):
     for name in METHODS.names():
         assert f"\n{name}: " in "\n" + out
     assert "params.modality (str, default ''):" in out
+
+
+def test_bench_prints_ratios_against_joint(capsys):
+    assert main(["bench", "--methods", "unimodal", "--epochs", "1", "--repeats", "1",
+                 "--set", "data.train_per_class=6", "--set", "data.val_per_class=4", "--set", "data.test_per_class=4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines if line.startswith("| ") and "---" not in line}
+    assert rows["joint"] == "1.00" and float(rows["unimodal"]) > 0
