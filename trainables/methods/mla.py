@@ -1,0 +1,192 @@
+"""MLA: multimodal learning with alternating unimodal adaptation and test-time uncertainty fusion.
+
+Zhang, Yoon, Bansal, Yao, "Multimodal Representation Learning by Alternating Unimodal Adaptation",
+CVPR 2024 (arXiv 2311.10707); official code Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation
+(``main.py`` with ``--gs_flag``, ``utils/utils.py`` ``GSPlugin``).
+
+Training, per batch: one forward of every encoder; then for each modality m in turn (dataset order):
+``CE(h(f_m), y)`` with the one shared linear head ``h``, backward (only encoder m and ``h`` get a
+gradient: the other features never enter this loss), projection of ``h``'s weight gradient, one
+optimizer step. There is no fused loss.
+
+Gradient projection (paper Sec. 3.2, OWM-style): one projector ``P`` (d x d, identity at the start,
+kept for the whole run, shared by all modalities). Before each step, with ``r`` the batch-mean
+feature of the active modality: ``k = P r^T``, ``P <- P - k k^T / (alpha_t + r k)``,
+``alpha_t = 0.1^(1 + batch_idx / batches_per_epoch)``; then ``grad W <- grad W P^T`` (bias untouched).
+``projection``: ``replace`` (the paper, default), ``add`` (``g + g P^T``, as BalanceMM does) or ``off``
+(plain alternating training: what the official HEAD actually runs, because its name check
+``n == "module.weight"`` never matches). Differences of the official plugin that we do not copy: its
+denominator is the d x d matrix ``k r`` (a bug; the scalar ``r k`` is meant), it divides ``P`` by its
+Frobenius norm after each update, and it skips the very first step.
+
+Inference: per-modality logits ``h(f_m)`` fused by ``fusion``: ``uncertainty`` (paper Sec. 3.3) with
+entropy ``H_m`` of ``softmax(h(f_m))`` and weights ``w_m = softmax_m(max_j H_j - H_m)`` (lower entropy,
+higher weight), per sample by default; ``entropy_scope: batch`` reproduces the official code, which
+takes the softmax over the *batch* axis and sums the entropy over the batch, giving one weight per
+modality per evaluation batch (so its predictions depend on the evaluation batch). ``fixed``:
+``sum_m c_m h(f_m)`` with ``fixed_weights`` (official ``av_alpha`` 0.5; empty = equal weights).
+With absent modalities (missing-modality evaluation) only the present ones are fused.
+
+N modalities: supported as written (the official code has a three-modality variant). All encoders
+must give features of the same size, since one head reads them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from trainables.errors import ConfigError
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method
+from trainables.models.classifier import ModelSpec, mask_inputs
+from trainables.models.output import ModelOutput
+from trainables.params import knob
+
+
+@dataclass(frozen=True)
+class MLAParams:
+    projection: Literal["replace", "add", "off"] = knob(
+        "replace", "head-gradient projection: replace = g P^T (paper), add = g + g P^T (BalanceMM), off"
+    )
+    fusion: Literal["uncertainty", "fixed"] = knob(
+        "uncertainty", "test-time fusion of h(f_m): entropy-based weights (paper) or fixed weights"
+    )
+    entropy_scope: Literal["sample", "batch"] = knob(
+        "sample", "uncertainty weights per sample (paper) or one per eval batch (official code)"
+    )
+    fixed_weights: list[float] = knob([], "fusion=fixed: one weight per modality in dataset order; empty = equal")
+
+
+def owm_alpha(batch_idx: int, batches_per_epoch: int) -> float:
+    """``alpha_t = 0.1^(1 + batch_idx / batches_per_epoch)`` (official ``GSPlugin.before_update``)."""
+    return 0.1 ** (1.0 + batch_idx / max(batches_per_epoch, 1))
+
+
+def update_projector(P: torch.Tensor, features: torch.Tensor, alpha: float) -> torch.Tensor:
+    """One recursive-least-squares step of the OWM projector with the batch-mean feature ``r``.
+
+    ``k = P r^T``; ``P - k k^T / (alpha + r k)``. Returns the new ``P`` (``P`` itself is not changed).
+    """
+    r = features.detach().to(P.dtype).mean(0, keepdim=True)  # [1, d]
+    k = P @ r.t()  # [d, 1]
+    return P - (k @ k.t()) / (alpha + (r @ k).item())
+
+
+def project_gradient(grad: torch.Tensor, P: torch.Tensor, mode: str) -> torch.Tensor:
+    """Head weight gradient ``g`` ([C, d]) -> ``g P^T`` (replace), ``g + g P^T`` (add) or ``g`` (off)."""
+    if mode == "off":
+        return grad
+    proj = grad @ P.t().to(grad.dtype)
+    return proj if mode == "replace" else grad + proj
+
+
+def entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Shannon entropy of ``softmax(logits)`` along ``dim`` (numerically safe via log_softmax)."""
+    logp = logits.float().log_softmax(dim)
+    return -(logp.exp() * logp).sum(dim)
+
+
+def uncertainty_weights(logits: dict[str, torch.Tensor], scope: str = "sample") -> dict[str, torch.Tensor]:
+    """Fusion weights ``w_m = softmax_m(max_j H_j - H_m)``; ``[B]`` per sample or a scalar per batch.
+
+    ``scope="batch"`` follows the official ``calculate_entropy``: softmax over the batch axis and
+    the entropy summed over the whole ``[B, C]`` matrix, one value per modality.
+    """
+    names = list(logits)
+    if scope == "sample":
+        H = torch.stack([entropy(logits[m], 1) for m in names])  # [M, B]
+    else:
+        H = torch.stack([entropy(logits[m], 0).sum() for m in names])  # [M]
+    w = (H.max(0, keepdim=True).values - H).softmax(0)
+    return {m: w[i] for i, m in enumerate(names)}
+
+
+class MLAModel(nn.Module):
+    """Encoders plus one linear head shared by all modalities."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.encoders = spec.build_encoders()
+        self.modalities = list(self.encoders.keys())
+        dims = {m: e.out_dim for m, e in self.encoders.items()}
+        if len(set(dims.values())) != 1:
+            raise ConfigError(
+                "model.encoders", f"MLA shares one head, so every encoder must give the same feature size; got {dims}"
+            )
+        self.head = nn.Linear(next(iter(dims.values())), spec.num_classes)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        """Per-modality logits; ``logits`` is their plain mean (the method's ``predict`` fuses properly)."""
+        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        per = {m: self.head(f) for m, f in feats.items()}
+        return ModelOutput(logits=torch.stack(list(per.values())).mean(0), modality_logits=per, features=feats)
+
+
+@register_method("mla")
+class MLA(BalancingMethod):
+    """Alternating unimodal steps through a shared head with an OWM gradient projector."""
+
+    Params = MLAParams
+
+    def __init__(self, params: MLAParams, ctx: Any) -> None:
+        super().__init__(params, ctx)
+        if params.fusion == "fixed" and params.fixed_weights and len(params.fixed_weights) != len(ctx.modalities):
+            raise ConfigError(
+                "params.fixed_weights",
+                f"got {len(params.fixed_weights)} weights; allowed: one per modality ({', '.join(ctx.modalities)})",
+            )
+        self.P: torch.Tensor | None = None
+
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        model = MLAModel(spec)
+        self.P = torch.eye(model.head.in_features, device=self.ctx.device)
+        return model
+
+    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+        opt, y = optimizers["main"], batch["label"]
+        feats = {m: model.encoders[m](batch["inputs"][m]) for m in model.modalities}  # one forward per encoder
+        alpha = owm_alpha(state.batch_idx, state.batches_per_epoch)
+        stats: dict[str, float] = {}
+        per_logits = {}
+        for m in model.modalities:
+            opt.zero_grad(set_to_none=True)
+            logits = model.head(feats[m])  # after the previous modality's head step, as in the paper
+            loss = cross_entropy(logits, y)
+            loss.backward()
+            if self.params.projection != "off":
+                with torch.autocast(device_type=self.P.device.type, enabled=False), torch.no_grad():
+                    self.P = update_projector(self.P, feats[m], alpha)
+                    model.head.weight.grad = project_gradient(model.head.weight.grad, self.P, self.params.projection)
+            opt.step()
+            stats[f"mla/loss/{m}"] = loss.item()
+            per_logits[m] = logits.detach()
+        stats["loss"] = sum(stats[f"mla/loss/{m}"] for m in model.modalities) / len(model.modalities)
+        for m, w in uncertainty_weights(per_logits, self.params.entropy_scope).items():
+            stats[f"mla/weight/{m}"] = w.mean().item()  # the fusion weights the paper would give this batch
+        return stats
+
+    def fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Fused logits of the given modalities (all present ones)."""
+        if self.params.fusion == "uncertainty":
+            w = uncertainty_weights(logits, self.params.entropy_scope)
+            return sum(w[m].reshape(-1, 1) * z for m, z in logits.items())
+        n = len(self.ctx.modalities)
+        fixed = dict(zip(self.ctx.modalities, self.params.fixed_weights or [1.0 / n] * n, strict=True))
+        return sum(fixed[m] * z for m, z in logits.items())
+
+    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Iterable[str] | None = None) -> ModelOutput:
+        keep = list(model.modalities) if present is None else [m for m in model.modalities if m in set(present)]
+        out = model(mask_inputs(inputs, keep))
+        out.logits = self.fuse({m: out.modality_logits[m] for m in keep})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"P": None if self.P is None else self.P.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("P") is not None:
+            self.P = state["P"].to(self.ctx.device).clone()
