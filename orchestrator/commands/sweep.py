@@ -1,0 +1,34 @@
+"""``mmbal sweep SWEEP.yaml``: check the sweep in full, then run it (local, packed or ddp) and print the leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.execution import run_sweep
+from orchestrator.sweep_spec import load_sweep
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a sweep YAML (Ray Tune; execution.mode local runs without Ray)")
+    p.add_argument("sweep", metavar="SWEEP.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any sweep key, e.g. --set epochs=2 --set execution.mode=local --set methods.joint.optim.lr=0.05",
+    )
+    p.add_argument(
+        "--address", default=None, help="Ray cluster to join (auto = the local cluster's head); default: start Ray here"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, the rest resume"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep, args.overrides)  # every problem is reported before Ray starts
+    out = run_sweep(sweep, resume=args.resume, address=args.address)
+    return 0 if all(s != "error" for s in out["status"].values()) else 1

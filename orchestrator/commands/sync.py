@@ -1,0 +1,38 @@
+"""``mmbal sync EXPERIMENT``: upload a sweep's offline W&B runs (``wandb sync``)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.tracking import offline_runs
+from trainables.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync", help="upload the offline W&B runs of an experiment")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="experiment name (under --results) or its folder")
+    p.add_argument("--results", default="results", help="results folder of the sweep (default results)")
+    p.add_argument("--dry-run", action="store_true", help="list the run folders without uploading")
+    p.set_defaults(func=run)
+
+
+def experiment_dir(name: str, results: str) -> Path:
+    p = Path(name)
+    return p if (p / "sweep.yaml").exists() or (p / "wandb").is_dir() else Path(results) / name
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = experiment_dir(args.experiment, args.results)
+    runs = offline_runs(folder)
+    if not runs:
+        raise ConfigError("EXPERIMENT", f"no W&B runs under {folder / 'wandb'} (was tracking: none, or another --results?)")
+    if args.dry_run:
+        print("\n".join(str(r) for r in runs))
+        return 0
+    exe = shutil.which("wandb") or str(Path(sys.executable).parent / "wandb")
+    print(f"uploading {len(runs)} W&B run(s) from {folder / 'wandb'}")
+    return subprocess.call([exe, "sync", *map(str, runs)])

@@ -1,0 +1,83 @@
+"""Run a checked sweep: prepare the results folder, pick the execution mode, print the leaderboard.
+
+Ray is imported and started only for ``packed``/``ddp``; ``local`` never touches it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from orchestrator.local_runner import run_local
+from orchestrator.results_writer import ResultsWriter
+from orchestrator.sweep_spec import Sweep, canonical
+from orchestrator.tracking import make_tracker
+from trainables.errors import ConfigError
+
+
+def prepare_results(sweep: Sweep, resume: bool) -> None:
+    """Refuse to mix two different sweeps in one folder; a fresh start needs a fresh experiment name."""
+    path = sweep.results_dir / "sweep.yaml"
+    if not path.exists():
+        return
+    if not resume:
+        raise ConfigError(
+            "experiment",
+            f"{sweep.results_dir} already holds this experiment; add --resume to continue it, "
+            "or --set experiment=NEW_NAME to start another",
+        )
+    if path.read_text() != canonical(sweep.raw):
+        raise ConfigError(
+            "--resume", f"the sweep differs from the one in {path}; resume needs the same sweep file and --set values"
+        )
+
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():  # tests and notebooks bring their own
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=True)
+
+
+def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict[str, Any]:
+    """Run every trial not finished yet and print the leaderboard.
+
+    Returns:
+        ``{"status": {trial_id: completed|stopped|error}, "wall_s": seconds}``.
+    """
+    prepare_results(sweep, resume)
+    writer = ResultsWriter(sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir))
+    writer.write_sweep(canonical(sweep.raw))
+    tic = time.perf_counter()
+    try:
+        if sweep.keys.execution.mode == "local":
+            status = run_local(sweep, writer)
+        else:
+            from orchestrator.tune_runner import run_tune
+
+            start_ray(address)
+            status = run_tune(sweep, writer, resume)
+    finally:
+        writer.close()
+    wall = time.perf_counter() - tic
+    counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error")}
+    print(
+        f"sweep {sweep.experiment}: {counts['completed']} completed, {counts['stopped']} stopped early, "
+        f"{counts['error']} failed in {wall:.1f}s; results in {sweep.results_dir}"
+    )
+    print_leaderboard(sweep)
+    return {"status": status, "wall_s": wall}
+
+
+def print_leaderboard(sweep: Sweep) -> None:
+    """The one place the sweep prints its leaderboard (the report module's, when it can build one)."""
+    try:
+        from orchestrator.report import leaderboard_markdown
+
+        print(leaderboard_markdown(sweep.results_dir, sweep.keys.metric, sweep.keys.mode))
+    except ConfigError as exc:
+        print(f"no leaderboard: {exc.message}", file=sys.stderr)

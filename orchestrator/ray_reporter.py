@@ -1,0 +1,77 @@
+"""The :class:`trainables.reporting.Reporter` of a trial under Ray (Tune function or Ray Train worker).
+
+Checkpoints go through Ray's Checkpoint API (a folder holding ``state.pt``), so Tune/Train keep the
+last K, move them to shared storage, hand them back on retry or resume, and PBT can copy them between
+trials. The last epoch's row is held back until ``run_trial`` returns, then sent with the trial's
+summary under ``_summary``: the driver writes ``summary.json`` from it, and every rank still reports
+exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from orchestrator.results_writer import SUMMARY_KEY
+from trainables.reporting import dumps
+
+STATE_FILE = "state.pt"
+
+
+class RayReporter:
+    """Reports through ``report_fn`` (``ray.tune.report`` or ``ray.train.report``).
+
+    Args:
+        report_fn: Ray's ``report(metrics, checkpoint=...)``.
+        get_checkpoint: Ray's ``get_checkpoint()``.
+        checkpoint_cls: Ray's ``Checkpoint`` (``from_directory``).
+        epochs: the trial's last epoch (its row waits for the summary).
+        attach_checkpoint: False on DDP ranks other than 0 (rank 0's state is the trial's).
+    """
+
+    def __init__(
+        self,
+        report_fn: Callable[..., None],
+        get_checkpoint: Callable[[], Any],
+        checkpoint_cls: Any,
+        epochs: int,
+        attach_checkpoint: bool = True,
+    ) -> None:
+        self.report_fn, self.get_checkpoint, self.checkpoint_cls = report_fn, get_checkpoint, checkpoint_cls
+        self.epochs = epochs
+        self.attach = attach_checkpoint
+        self._held: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+
+    def restore(self) -> dict[str, Any] | None:
+        ckpt = self.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            path = os.path.join(d, STATE_FILE)
+            return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+
+    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
+        if int(metrics["epoch"]) >= self.epochs:
+            self._held = (dict(metrics), checkpoint)
+            return
+        self._send(metrics, checkpoint)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Send the held last row with the summary attached."""
+        if self._held is None:
+            raise RuntimeError("run_trial returned without reporting its last epoch")
+        metrics, checkpoint = self._held
+        self._held = None
+        self._send({**metrics, SUMMARY_KEY: dumps(summary)}, checkpoint)
+
+    def _send(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is None or not self.attach:
+            self.report_fn(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="mmbal-ckpt-") as d:
+            torch.save(checkpoint, os.path.join(d, STATE_FILE))
+            self.report_fn(metrics, checkpoint=self.checkpoint_cls.from_directory(d))

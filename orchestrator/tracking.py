@@ -1,0 +1,149 @@
+"""W&B curves: one run per trial, grouped by experiment, with ``epoch`` as every curve's step.
+
+Written from the driver (the results writer calls it in all three execution modes), so trial
+processes never import wandb. W&B is a convenience: every call is guarded, a failure is one warning
+line and that run is dropped, never the trial. Offline unless told otherwise (``WANDB_MODE``, or an
+API key in the environment); ``mmbal sync EXPERIMENT`` uploads the offline runs later. The API key is
+read by wandb itself from its usual places and is never put into a config, a result or a log line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep_spec import TrackingSpec
+
+
+def resolve_mode(spec: TrackingSpec) -> str:
+    """``WANDB_MODE`` wins (CI sets ``disabled``); then the sweep's mode; ``auto`` is online only with a key."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    if spec.mode != "auto":
+        return spec.mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_id(experiment: str, trial_id: str) -> str:
+    """Stable W&B run id of a trial, so a resumed trial continues its own run."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{trial_id}")[:120]
+
+
+class Tracker:
+    """No tracking (``tracking: none``)."""
+
+    def start(self, trial_id: str, config: dict[str, Any]) -> None: ...
+
+    def log(self, trial_id: str, row: dict[str, Any]) -> None: ...
+
+    def finish(self, trial_id: str, ok: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class WandbTracker(Tracker):
+    """One W&B run per trial (``group`` = experiment, ``job_type`` = method, ``name`` = trial id)."""
+
+    def __init__(self, spec: TrackingSpec, experiment: str, wandb_dir: str | os.PathLike) -> None:
+        self.spec = spec
+        self.experiment = experiment
+        self.dir = Path(wandb_dir)
+        self.mode = resolve_mode(spec)
+        self.runs: dict[str, Any] = {}
+        self._warned = False
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        if not self._warned:  # one line per sweep is enough; the trials go on either way
+            print(
+                f"mmbal: warning: W&B {what} failed ({type(exc).__name__}: {exc}); the sweep goes on without it", file=sys.stderr
+            )
+            self._warned = True
+
+    def start(self, trial_id: str, config: dict[str, Any]) -> None:
+        if trial_id in self.runs or self.mode == "disabled":
+            return
+        try:
+            import wandb
+
+            self.dir.mkdir(parents=True, exist_ok=True)
+            t = self.spec.timeout_s
+            settings = wandb.Settings(
+                silent=True,
+                console="off",
+                init_timeout=t,
+                finish_timeout=t,
+                x_file_stream_timeout_seconds=t,
+                x_graphql_timeout_seconds=t,
+                x_disable_stats=True,
+                save_code=False,
+            )
+            run = wandb.init(
+                project=self.spec.project,
+                entity=self.spec.entity,
+                group=self.experiment,
+                job_type=config.get("method"),
+                name=trial_id,
+                id=run_id(self.experiment, trial_id),
+                resume="allow",
+                config=_config(config),
+                dir=str(self.dir),
+                mode=self.mode,
+                reinit="create_new",
+                settings=settings,
+            )
+            # every curve is drawn against the epoch, not W&B's internal step
+            run.define_metric("epoch")
+            run.define_metric("*", step_metric="epoch")
+            self.runs[trial_id] = run
+        except Exception as exc:  # noqa: BLE001 - W&B must never fail a trial
+            self._warn("init", exc)
+
+    def log(self, trial_id: str, row: dict[str, Any]) -> None:
+        run = self.runs.get(trial_id)
+        if run is None:
+            return
+        try:
+            run.log(
+                {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._warn("log", exc)
+            self.runs.pop(trial_id, None)
+
+    def finish(self, trial_id: str, ok: bool) -> None:
+        run = self.runs.pop(trial_id, None)
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=0 if ok else 1)
+        except Exception as exc:  # noqa: BLE001
+            self._warn("finish", exc)
+
+    def close(self) -> None:
+        for trial_id in list(self.runs):
+            self.finish(trial_id, ok=False)
+
+
+def _config(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial config as W&B shows it (the ``_meta`` block flattened into plain keys)."""
+    out = {k: v for k, v in config.items() if k != "_meta"}
+    out.update({f"meta/{k}": v for k, v in config.get("_meta", {}).items()})
+    return out
+
+
+def make_tracker(spec: TrackingSpec, experiment: str, results_dir: str | os.PathLike) -> Tracker:
+    """The tracker a sweep asked for; W&B files go to ``results/<experiment>/wandb/``."""
+    if spec.backend == "none" or resolve_mode(spec) == "disabled":
+        return Tracker()
+    return WandbTracker(spec, experiment, results_dir)
+
+
+def offline_runs(results_dir: str | os.PathLike) -> list[Path]:
+    """Offline (and interrupted online) W&B run folders of an experiment, oldest first."""
+    root = Path(results_dir) / "wandb"
+    return sorted(p for p in root.glob("*run-*") if p.is_dir() and not p.is_symlink())

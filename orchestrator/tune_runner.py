@@ -1,0 +1,205 @@
+"""``packed`` and ``ddp`` execution: one Ray Tune run over the sweep's trials, resumable.
+
+The parameter space is ``{"trial": grid_search(<the expanded trial configs>), "exec": <settings>}``
+for grid/random sweeps (the list :mod:`orchestrator.sweep_spec` validated, so every config runs on
+every seed), or the method's space as Tune domains for Optuna/HyperOpt. Trial folders are named by
+trial id (never a timestamp) so that ``Tuner.restore`` finds them again; the driver-side
+:class:`ResultsCallback` writes the results folder while the trials run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from orchestrator import search_space as ss
+from orchestrator.ddp import ddp_trainable
+from orchestrator.ray_trainables import NODE_KEY, packed_trainable
+from orchestrator.results_writer import SUMMARY_KEY, ResultsWriter
+from orchestrator.sweep_spec import Sweep
+from trainables.config import resolve
+from trainables.reporting import atomic_write_text, dumps
+
+SCHEMA_SPLITS = ("train", "val", "test", "time", "best")
+
+
+def is_schema_key(key: str) -> bool:
+    """A metric of the schema (``split/metric[/modality]`` or ``epoch``), not one of Tune's own fields."""
+    return key == "epoch" or key.split("/", 1)[0] in SCHEMA_SPLITS and "/" in key
+
+
+def trial_name(trial: Any) -> str:
+    """Stable trial folder/name: the Tune trial id (restore depends on names that never change)."""
+    return str(trial.trial_id)
+
+
+class ResultsCallback(tune.Callback):
+    """Driver side: each result row -> ``metrics.jsonl`` (+ W&B); completion -> ``summary.json``."""
+
+    def __init__(self, writer: ResultsWriter) -> None:
+        self.writer = writer
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.writer.start(trial.trial_id, resolve(trial.config["trial"]).to_dict())
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if NODE_KEY in result:
+            atomic_write_text(
+                self.writer.path(trial.trial_id) / "ray.json", dumps({"node_id": result[NODE_KEY], "pid": result.get("pid")})
+            )
+        self.writer.result(trial.trial_id, {k: v for k, v in result.items() if is_schema_key(k) or k == SUMMARY_KEY})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.writer.complete(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.writer.error(trial.trial_id)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.close()
+
+
+def storage_path(sweep: Sweep) -> str:
+    return sweep.keys.storage or str(sweep.results_dir / "_ray")
+
+
+def experiment_path(sweep: Sweep) -> str:
+    return f"{storage_path(sweep).rstrip('/')}/{sweep.experiment}"
+
+
+def exec_settings(sweep: Sweep) -> dict[str, Any]:
+    ex = sweep.keys.execution
+    keep = sweep.trials[0].config["checkpoint"]["keep"] if sweep.trials else 2
+    return {
+        "mode": ex.mode,
+        "cpus_per_trial": ex.cpus_per_trial,
+        "num_workers": ex.num_workers,
+        "use_gpu": ex.use_gpu,
+        "cpus_per_worker": ex.cpus_per_worker,
+        "keep": keep,
+        "ddp_storage": f"{storage_path(sweep).rstrip('/')}/{sweep.experiment}-ddp",
+    }
+
+
+def max_concurrent(sweep: Sweep) -> int | None:
+    """Given, or for ddp derived from the cluster (the trial drivers hold no resources themselves)."""
+    ex = sweep.keys.execution
+    if ex.max_concurrent is not None or ex.mode != "ddp":
+        return ex.max_concurrent
+    res = ray.cluster_resources()
+    fits = [res.get("CPU", 0) / max(ex.cpus_per_worker * ex.num_workers, 1e-9)]
+    if ex.use_gpu:
+        fits.append(res.get("GPU", 0) / ex.num_workers)
+    return max(1, math.floor(min(fits)))
+
+
+def trainable(sweep: Sweep) -> Any:
+    ex = sweep.keys.execution
+    if ex.mode == "ddp":
+        return tune.with_resources(ddp_trainable, {"cpu": 0})
+    return tune.with_resources(packed_trainable, {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
+
+
+def param_space(sweep: Sweep) -> tuple[dict[str, Any], int]:
+    """Tune's space and ``num_samples``."""
+    s = sweep.keys.search
+    if s.searcher in ("optuna", "hyperopt"):
+        (tree,) = sweep.spaces.values()
+        return {"trial": ss.to_tune_space({**tree, "seed": sweep.keys.seeds[0]}), "exec": exec_settings(sweep)}, s.samples
+    return {"trial": tune.grid_search([p.config for p in sweep.trials]), "exec": exec_settings(sweep)}, 1
+
+
+def searcher(sweep: Sweep) -> Any:
+    s, k = sweep.keys.search, sweep.keys
+    if s.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=k.metric, mode=k.mode, seed=s.random_seed)
+    if s.searcher == "hyperopt":
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        return HyperOptSearch(metric=k.metric, mode=k.mode, random_state_seed=s.random_seed)
+    return None  # Tune's variant generator walks the grid of expanded configs
+
+
+def scheduler(sweep: Sweep) -> Any:
+    s = sweep.keys.search
+    epochs = max((p.config["epochs"] for p in sweep.trials), default=None)
+    if s.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="epoch", max_t=epochs or 100, grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor
+        )
+    if s.scheduler == "pbt":
+        from ray.tune.schedulers import PopulationBasedTraining
+
+        return PopulationBasedTraining(
+            time_attr="epoch",
+            perturbation_interval=s.pbt.perturbation_interval,
+            quantile_fraction=s.pbt.quantile_fraction,
+            hyperparam_mutations={"trial": _nested_mutations(s.pbt.mutations)},
+            seed=s.random_seed,
+        )
+    return None
+
+
+def _nested_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mutations.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = list(value) if isinstance(value, list) else ss.to_tune_space(value)
+    return out
+
+
+def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
+    k = sweep.keys
+    space, num_samples = param_space(sweep)
+    return tune.Tuner(
+        trainable(sweep),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=k.metric,
+            mode=k.mode,
+            search_alg=searcher(sweep),
+            scheduler=scheduler(sweep),
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent(sweep),
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=k.experiment,
+            storage_path=storage_path(sweep),
+            callbacks=[ResultsCallback(writer)],
+            failure_config=tune.FailureConfig(max_failures=k.execution.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=exec_settings(sweep)["keep"]),
+        ),
+    )
+
+
+def can_resume(sweep: Sweep) -> bool:
+    return tune.Tuner.can_restore(experiment_path(sweep))
+
+
+def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str]:
+    """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune."""
+    if resume and can_resume(sweep):
+        tuner = tune.Tuner.restore(
+            experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = build_tuner(sweep, writer)
+    grid = tuner.fit()
+    out = {}
+    for r in grid:
+        tid = Path(r.path).name
+        out[tid] = "error" if r.error else "completed" if (writer.path(tid) / "summary.json").exists() else "stopped"
+    return out
