@@ -133,7 +133,9 @@ def _pick(groups: dict[str, list[TrialRecord]], metric: str, mode: str) -> tuple
         for t in trials:
             if _number(t.summary.get(metric)) is None:
                 have = ", ".join(sorted(k for k in t.summary if k.startswith("val/")))
-                raise ConfigError("--select-metric", f"{metric!r} is not in {t.path / 'summary.json'}; available: {have}")
+                raise ConfigError(
+                    "--select-metric", f"{metric!r} is not a number in {t.path / 'summary.json'}; available: {have}"
+                )
         scored.append((cid, _stat(trials, metric)))
     sign = 1.0 if mode == "max" else -1.0
     return min(scored, key=lambda cs: (-sign * cs[1].mean, -cs[1].n, cs[0]))

@@ -85,7 +85,7 @@ def method_line(lb: Leaderboard) -> str:
     return (
         f"Per method, the configuration with the best mean {lb.select_metric} ({lb.select_mode}) over seeds; "
         "its test metrics as mean ± sample std (ddof=1) over seeds. "
-        "`only X`: test accuracy with only modalities X present."
+        "Columns 'only X': test accuracy with only modalities X present."
     )
 
 

@@ -76,16 +76,18 @@ def test_table_numbers_equal_a_hand_computation(sweep: Path, tmp_path: Path) -> 
     assert md == leaderboard_markdown(sweep)  # the sweep's end-of-run leaderboard is the same text
 
 
-def fake_trial(folder: Path, tid: str, method: str, lr: float, seed: int, val: float, test: float) -> None:
+def fake_trial(
+    folder: Path, tid: str, method: str, lr: float, seed: int, val: float, test: float, dataset: str = "mfeat"
+) -> None:
     """A hand-made completed trial (no training): known numbers for exact expectations."""
-    cfg = {"method": method, "dataset": "mfeat", "seed": seed, "epochs": 2, "optim": {"lr": lr}}
+    cfg = {"method": method, "dataset": dataset, "seed": seed, "epochs": 2, "optim": {"lr": lr}}
     path = results.trial_dir(folder, tid)
     results.write_config(path, cfg, tid, folder.name)
     rows = [{"epoch": e, "val/acc": val, "val/acc/a": val, "val/acc/b": val / 2} for e in (1, 2)]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {
         "method": method,
-        "dataset": "mfeat",
+        "dataset": dataset,
         "seed": seed,
         "modalities": ["a", "b"],
         "best_epoch": 2,
@@ -115,6 +117,25 @@ def test_selection_uses_validation_never_test(tmp_path: Path) -> None:
     # minimising val/loss (= 1 - val/acc here) picks the same config
     write_report(folder, tmp_path / "r2", "val/loss", "min")
     assert read_csv(tmp_path / "r2" / "leaderboard.csv")["joint"]["config"] == "optim.lr=0.1"
+
+
+def test_one_table_per_dataset_and_no_gain_without_joint(tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    fake_trial(folder, "a", "joint", 0.1, 0, 0.8, 0.6, dataset="mfeat")  # test/acc/b = 0.3 < a: b is weak
+    fake_trial(folder, "b", "mla", 0.1, 0, 0.7, 0.8, dataset="mfeat")
+    fake_trial(folder, "c", "mla", 0.1, 0, 0.5, 0.4, dataset="synthetic")
+    md = leaderboard_markdown(folder)
+    assert "## mfeat (weak modality: b," in md and "## synthetic (no joint baseline in these results: no gain column)" in md
+    assert md.count("Δ acc") == 1
+    files = write_report(folder, tmp_path / "r")
+    with open(files["csv"]) as fh:
+        rows = {(r["dataset"], r["method"]): r for r in csv.DictReader(fh)}
+    assert float(rows[("mfeat", "mla")]["gain_weak_vs_joint"]) == pytest.approx(0.4 - 0.3)
+    assert rows[("synthetic", "mla")]["gain_weak_vs_joint"] == "" and rows[("synthetic", "mla")]["weak_modality"] == ""
+    assert sorted(p.name for p in (tmp_path / "r" / "plots").glob("*.png")) == [
+        "mfeat-val_acc.png",
+        "synthetic-val_acc.png",
+    ]  # fmt: skip  (no imbalance or missing data in these trials)
 
 
 def test_partial_sweep_reports_what_finished_and_lists_the_rest(sweep: Path, tmp_path: Path) -> None:
@@ -156,7 +177,7 @@ def test_not_a_results_folder_is_one_line(tmp_path: Path, layout: str, capsys: p
 def test_bad_select_metric(sweep: Path) -> None:
     with pytest.raises(ConfigError, match="never test"):
         leaderboard_markdown(sweep, "test/acc")
-    with pytest.raises(ConfigError, match=r"'val/nope' is not in .*available: val/acc"):
+    with pytest.raises(ConfigError, match=r"'val/nope' is not a number in .*available: val/acc"):
         leaderboard_markdown(sweep, "val/nope")
 
 
