@@ -1,0 +1,89 @@
+"""Fabricate tiny datasets in the exact on-disk layouts of the reference repos (at test time, nothing binary is committed).
+
+Each builder writes a few clips per class with tiny images and short signals and returns the
+list of ``(clip, class_name)`` it wrote per split, so tests can check label maps and split sizes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import wave
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CREMAD = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
+
+
+def write_wav(path: Path, x: np.ndarray, rate: int = 16000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def write_image(path: Path, value: int, size: int = 20, mode: str = "RGB") -> None:
+    """A flat image whose grey level encodes ``value`` (so tests can tell which frame was loaded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    Image.fromarray(np.full(shape, value % 256, np.uint8), mode).save(path, quality=95)
+
+
+def write_frames(folder: Path, n: int, name: str = "{i:06d}.jpg", start: int = 1, size: int = 20, mode: str = "RGB") -> None:
+    for i in range(n):
+        write_image(folder / name.format(i=i + start), 20 * i + 10, size, mode)
+
+
+def tone(seconds: float, rate: int, freq: float, seed: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+
+
+def cremad_clips(per_class: dict[str, int]) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    k = 0
+    for split, n in per_class.items():
+        out[split] = []
+        for c in CREMAD:
+            for _ in range(n):
+                out[split].append((f"10{k:02d}_IEO_{c}_HI", c))
+                k += 1
+    return out
+
+
+def build_cremad_ogm(
+    root: Path, train: int = 4, test: int = 1, frames: int = 3, bom: bool = True, seconds: float = 0.5, layout: str = "ogm_ge"
+) -> dict[str, list[tuple[str, str]]]:
+    """OGM-GE (``ogm_ge``) or PMR (``pmr``) layout: csv lists, WAVs or spectrogram pickles, 1-fps frame folders."""
+    clips = cremad_clips({"train": train, "test": test})
+    for split, rows in clips.items():
+        text = "".join(f"{c},{lab}\n" for c, lab in rows)
+        (root / f"{split}.csv").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"{split}.csv").write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+        for i, (c, lab) in enumerate(rows):
+            if layout == "ogm_ge":
+                write_wav(root / "AudioWAV" / f"{c}.wav", tone(seconds, 16000, 200 + 100 * CREMAD.index(lab), i))
+            else:
+                (root / "AudioSpec").mkdir(parents=True, exist_ok=True)
+                spec = np.random.default_rng(i).standard_normal((257, 40)).astype(np.float32)
+                (root / "AudioSpec" / f"{c}.pkl").write_bytes(pickle.dumps(spec))
+            write_frames(root / "Image-01-FPS" / c, frames)
+    return clips
+
+
+def build_cremad_mla(root: Path, train: int = 3, test: int = 1, frames: int = 4) -> dict[str, list[tuple[str, str]]]:
+    """MLA layout: ``my_{split}_cre.txt`` rows ``<clip>.flv <LABEL>``, fbank ``.npy`` [T, 128], frames per split."""
+    clips = cremad_clips({"train": train, "test": test})
+    for split, rows in clips.items():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / f"my_{split}_cre.txt").write_text("".join(f"{c}.flv {lab}\n" for c, lab in rows))
+        for i, (c, _) in enumerate(rows):
+            p = root / "audio" / f"{split}_fbank" / f"{c}.npy"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            np.save(p, np.random.default_rng(i).standard_normal((100, 128)).astype(np.float32))
+            write_frames(root / "visual" / f"{split}_imgs" / "Image-01-FPS" / c, frames)
+    return clips

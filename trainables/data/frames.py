@@ -1,0 +1,121 @@
+"""Frame picking and image loading for frame folders (``<clip>/*.jpg``).
+
+Frame pick. The OGM-GE loader draws a random index and then ignores it: it loads the first
+``fps`` files in ``os.listdir`` order (arbitrary, file-system dependent). We list the folder in
+natural sort order and pick:
+
+* training: ``k`` distinct frames uniformly at random, kept in temporal order, drawn from torch's
+  RNG (the loop seeds it; DataLoader workers derive their seeds from it), so a run is reproducible
+  for a given seed and worker count; with fewer than ``k`` frames, picks repeat;
+* evaluation: the centres of ``k`` equal segments, ``floor((i + 0.5) * n / k)`` - no randomness.
+
+Images are resized and normalised with the ImageNet statistics like the references; training adds
+``RandomResizedCrop`` + horizontal flip when ``augment`` is on (OGM-GE's training transform).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from trainables.data.lists import SampleError
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png")
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame_2`` before ``frame_10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def list_frames(folder: Path, where: str) -> list[Path]:
+    """Image files of a frame folder in natural order; an empty or missing folder is an error."""
+    if not folder.is_dir():
+        raise SampleError("missing", f"{where}: frame folder {folder} not found")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT), key=lambda p: natural_key(p.name))
+    if not files:
+        raise SampleError("missing", f"{where}: frame folder {folder} holds no images")
+    return files
+
+
+def pick_frames(n: int, k: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
+    """Indices of ``k`` frames out of ``n`` (see the module docstring)."""
+    if train:
+        if n >= k:
+            idx = torch.randperm(n, generator=generator)[:k]
+        else:
+            idx = torch.randint(n, (k,), generator=generator)
+        return sorted(int(i) for i in idx)
+    return [int(np.floor((i + 0.5) * n / k)) for i in range(k)]
+
+
+def open_image(path: Path, where: str, mode: str = "RGB") -> Image.Image:
+    """Fully decoded PIL image (``RGB`` or ``L``); truncated or non-image files are ``corrupt``."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode)
+    except FileNotFoundError:
+        raise SampleError("missing", f"{where}: file {path} not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise SampleError("corrupt", f"{where}: cannot decode image {path} ({exc})") from None
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    """PIL -> float ``[C, H, W]`` in [0, 1]."""
+    a = np.asarray(im, dtype=np.uint8)
+    a = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageTransform:
+    """Resize (eval) or random-resized-crop + flip (train with ``augment``) to ``size`` x ``size``.
+
+    ``normalize`` applies the ImageNet mean/std to 3-channel inputs; 1-channel inputs (optical flow)
+    are mapped from [0, 1] to [-1, 1] instead.
+    """
+
+    def __init__(self, size: int, train: bool, augment: bool) -> None:
+        from torchvision.transforms import v2
+
+        self.size = size
+        if train and augment:
+            self.geo = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+        else:
+            self.geo = v2.Resize((size, size), antialias=True)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[T, C, H, W]`` in [0, 1] -> ``[T, C, size, size]`` normalised; one crop for all frames."""
+        x = self.geo(frames)
+        if x.shape[1] == 3:
+            return (x - MEAN) / STD
+        return x * 2.0 - 1.0
+
+
+def load_frames(paths: list[Path], where: str, mode: str = "RGB") -> torch.Tensor:
+    """Decode image files to ``[T, C, H, W]`` in [0, 1] (all frames must share one size)."""
+    ims = [to_tensor(open_image(p, where, mode)) for p in paths]
+    if len({tuple(t.shape) for t in ims}) > 1:
+        raise SampleError("corrupt", f"{where}: frames of different sizes in {paths[0].parent}")
+    return torch.stack(ims)
+
+
+class FrameFolder:
+    """Loader: ``sample.files[key]`` (a frame folder) -> ``[T, 3, size, size]`` picked as documented above."""
+
+    def __init__(self, key: str, num_frames: int, size: int, augment: bool) -> None:
+        self.key, self.num_frames, self.size, self.augment = key, num_frames, size, augment
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.num_frames, 3, self.size, self.size)
+
+    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+        files = list_frames(sample.files[self.key], sample.where)
+        picks = pick_frames(len(files), self.num_frames, train)
+        return ImageTransform(self.size, train, self.augment)(load_frames([files[i] for i in picks], sample.where))
