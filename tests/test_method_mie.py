@@ -1,0 +1,130 @@
+"""MIE: the SAM pass leaves weights and BatchNorm buffers bit-identical and gives the hand-computed
+gradient; the soft projector damps the other modality's top principal direction by exp(-tau) and
+keeps its flattest; in a step the active head's gradient is exactly G P and only the active encoder
+learns; test-time fusion is the mean of the unimodal softmaxes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainables.errors import ConfigError
+from trainables.methods.base import MethodContext, StepState
+from trainables.methods.mie import MIE, MIEParams, sam_gradient, soft_projector
+from trainables.models.classifier import ModelSpec
+from trainables.models.encoders import SmallCNN
+from trainables.params import build_params
+
+
+def test_sam_gradient_matches_hand_computation_and_restores_weights() -> None:
+    a = torch.tensor([1.0, 2.0, 3.0])
+    w = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+    buf = torch.zeros(2)
+
+    def loss_fn() -> torch.Tensor:
+        buf.add_(1.0)  # stands for BatchNorm running statistics updated by a forward
+        return 0.5 * (a * w * w).sum()
+
+    loss_fn().backward()
+    before, rho, lam = w.detach().clone(), 0.05, 0.3
+    buf.zero_()
+    loss_p = sam_gradient([w], loss_fn, rho, lam, buffers=[buf])
+    g = a * before
+    eps = rho * g / g.norm()
+    torch.testing.assert_close(w.grad, (1 - lam) * g + lam * a * (before + eps))
+    assert loss_p == pytest.approx((0.5 * a * (before + eps) ** 2).sum().item())
+    assert torch.equal(w.detach(), before) and torch.equal(buf, torch.zeros(2))
+
+
+def test_sam_pass_leaves_cnn_weights_and_bn_buffers_bit_identical() -> None:
+    torch.manual_seed(0)
+    enc, head = SmallCNN((1, 8, 8), feature_dim=8), torch.nn.Linear(8, 3)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    enc.train()
+    torch.nn.functional.cross_entropy(head(enc(x)), y).backward()
+    state = {k: v.clone() for k, v in {**enc.state_dict(), **head.state_dict()}.items()}
+    params = list(enc.parameters()) + list(head.parameters())
+    grads = [p.grad.clone() for p in params]
+    sam_gradient(params, lambda: torch.nn.functional.cross_entropy(head(enc(x)), y), 0.5, 0.3, enc.buffers())
+    after = {**enc.state_dict(), **head.state_dict()}
+    assert all(torch.equal(state[k], after[k]) for k in state)  # weights, running stats, num_batches_tracked
+    assert any(not torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))  # the perturbed pass counted
+
+
+def test_soft_projector_damps_top_direction_and_keeps_flat_one() -> None:
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(4, 4))
+    feats = (torch.randn(500, 4) * torch.tensor([5.0, 2.0, 1.0, 0.2])) @ q.t() + 3.0
+    P = soft_projector(feats, tau=0.4)
+    c = feats - feats.mean(0)
+    lam, U = torch.linalg.eigh(c.t() @ c / (len(feats) - 1))
+    top, flat = U[:, -1], U[:, 0]
+    torch.testing.assert_close(P @ top, math.exp(-0.4) * top, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(P @ flat, flat, atol=1e-5, rtol=1e-5)
+    mid = U[:, 1]
+    scale = math.exp(-0.4 * ((lam[1] - lam[0]) / (lam[-1] - lam[0])).item())
+    torch.testing.assert_close(P @ mid, scale * mid, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(P, P.t())
+
+
+def _setup(**params):
+    torch.manual_seed(0)
+    spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
+    method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
+    model = method.build_model(spec)
+    x = {"a": torch.randn(32, 6), "b": torch.randn(32, 4)}
+    return method, model, {"inputs": x, "label": torch.randint(0, 3, (32,)), "index": torch.arange(32)}
+
+
+def _spy(opt: torch.optim.Optimizer, model) -> list[dict]:
+    seen: list[dict] = []
+
+    def hook(o, args, kwargs):
+        enc = {m: any(p.grad is not None for p in e.parameters()) for m, e in model.encoders.items()}
+        heads = {m: (h.weight.grad.clone() if h.weight.grad is not None else None) for m, h in model.heads.items()}
+        seen.append({"enc": enc, "heads": heads})
+
+    opt.register_step_pre_hook(hook)
+    return seen
+
+
+def test_step_projects_active_head_gradient_and_isolates_encoders() -> None:
+    method, model, batch = _setup(rho=0.0, tau=2.0)
+    ref_method, ref_model, _ = _setup(rho=0.0, tau=2.0, project=False)
+    feat_b = model.encoders["b"](batch["inputs"]["b"]).detach()
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(ref_model.parameters(), lr=0.1)
+    seen, ref_seen = _spy(opt, model), _spy(ref_opt, ref_model)
+    stats = method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
+    ref_method.training_step(ref_model, batch, {"main": ref_opt}, StepState(0, 0, 1, 0))
+    assert [s["enc"] for s in seen] == [{"a": True, "b": False}, {"a": False, "b": True}]
+    assert seen[0]["heads"]["b"] is None and seen[1]["heads"]["a"] is None
+    expected = ref_seen[0]["heads"]["a"] @ soft_projector(feat_b, 2.0)  # a's head, damped by b's geometry
+    torch.testing.assert_close(seen[0]["heads"]["a"], expected)
+    assert 0 < stats["mie/damping/a"] < 1
+
+
+def test_sam_step_changes_the_update_but_not_the_starting_point() -> None:
+    method, model, batch = _setup(rho=0.5, flat_ratio=1.0, project=False)
+    ref_method, ref_model, _ = _setup(rho=0.0, project=False)
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(ref_model.parameters(), lr=0.1)
+    seen, ref_seen = _spy(opt, model), _spy(ref_opt, ref_model)
+    stats = method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
+    ref_method.training_step(ref_model, batch, {"main": ref_opt}, StepState(0, 0, 1, 0))
+    assert not torch.allclose(seen[0]["heads"]["a"], ref_seen[0]["heads"]["a"])
+    assert stats["mie/sharpness/a"] > 0  # the ascent step raised the loss
+
+
+def test_fusion_is_mean_of_softmaxes_and_two_modalities_only() -> None:
+    method, model, batch = _setup()
+    model.eval()
+    out = method.predict(model, batch["inputs"])
+    mean = (out.modality_logits["a"].softmax(1) + out.modality_logits["b"].softmax(1)) / 2
+    torch.testing.assert_close(out.logits.exp(), mean)
+    only_b = method.predict(model, batch["inputs"], present=["b"])
+    torch.testing.assert_close(only_b.logits.exp(), out.modality_logits["b"].softmax(1))
+    with pytest.raises(ConfigError, match="exactly 2 modalities"):
+        MIE(MIEParams(), MethodContext(["a", "b", "c"], 3, 2, torch.device("cpu")))
+    with pytest.raises(ConfigError, match="params.flat_ratio"):
+        build_params(MIEParams, {"flat_ratio": 1.5}, "params.")
