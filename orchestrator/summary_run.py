@@ -51,6 +51,10 @@ def log_summary_run(
         line on stderr says why; the caller goes on).
     """
     run = None
+    mode = mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode == "disabled":  # a disabled run still "succeeds" and would hand back a meaningless folder
+        print("mmbal: W&B is disabled (mode 'disabled'): no summary run", file=sys.stderr)
+        return None
     try:
         import wandb
 
@@ -64,7 +68,7 @@ def log_summary_run(
             group=group,
             name=f"{group}-summary",
             job_type="summary",
-            mode=mode or os.environ.get("WANDB_MODE") or "offline",
+            mode=mode,
             dir=str(wandb_dir or results_dir),
             config={"experiment": lb.experiment, "select_metric": select_metric, "select_mode": select_mode},
             reinit="create_new",  # never finishes a run the caller may still hold

@@ -7,6 +7,7 @@ import json
 import re
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from test_report_sweep import make_sweep
 
+from orchestrator.cli import main
 from orchestrator.leaderboard import build_leaderboard
 from orchestrator.plots import board_figures
 from orchestrator.report import csv_rows, write_report
@@ -124,6 +126,23 @@ def read_wandb_records(path: Path) -> list:
     return out
 
 
+def wait_for_exit_record(path: Path, timeout_s: float = 30.0) -> list:
+    """The records once the run's ``exit`` record is on disk.
+
+    ``run.finish()`` can return before wandb-core has flushed the file (seen with wandb 0.31 on a
+    second run in one process), so the reader polls for the record that closes a run.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            recs = read_wandb_records(path)
+        except Exception:  # noqa: BLE001 - a record caught half-written: read again
+            recs = []
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var, sub in (("WANDB_DIR", "wb"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "cfg"), ("WANDB_DATA_DIR", "data")):
@@ -133,12 +152,14 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "wb"
 
 
-def test_wandb_summary_run_offline(sweep: Path, report: dict[str, Path], wandb_env: Path) -> None:
-    from orchestrator.summary_run import log_summary_run
-
-    folder = log_summary_run(sweep, "mmbal-test", "tiny", wandb_dir=wandb_env, files=report)
-    assert folder is not None and folder.name.startswith("offline-run-")
-    recs = read_wandb_records(next(folder.glob("run-*.wandb")))
+def test_wandb_summary_run_offline(sweep: Path, wandb_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["report", str(sweep), "--out", str(tmp_path / "rep"), "--wandb", "--wandb-project", "mmbal-test"]
+    assert main(argv) == 0
+    found = re.search(r"W&B summary run in group 'tiny': (\S+) \(upload with `wandb sync", capsys.readouterr().out)
+    assert found, "the CLI names the offline run folder"
+    folder = Path(found.group(1))
+    assert folder.name.startswith("offline-run-") and folder.parent.parent == sweep  # W&B writes beside the trial runs
+    recs = wait_for_exit_record(next(folder.glob("run-*.wandb")))
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert (run.run_group, run.job_type, run.display_name, run.project) == ("tiny", "summary", "tiny-summary", "mmbal-test")
     logged = {tuple(i.nested_key): json.loads(i.value_json) for r in recs if r.HasField("history") for i in r.history.item}
@@ -152,6 +173,14 @@ def test_wandb_summary_run_offline(sweep: Path, report: dict[str, Path], wandb_e
     for stem in ("mfeat-val_acc", "mfeat-imbalance", "mfeat-missing"):
         assert logged[(f"plots/{stem}", "_type")] == "image-file"
         assert (folder / "files" / logged[(f"plots/{stem}", "path")]).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_wandb_disabled_makes_no_run(sweep: Path, report: dict[str, Path], wandb_env: Path, monkeypatch, capsys) -> None:
+    from orchestrator.summary_run import log_summary_run
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert log_summary_run(sweep, "p", "g", files=report) is None
+    assert "W&B is disabled" in capsys.readouterr().err
 
 
 def test_wandb_failure_is_a_warning(sweep: Path, report: dict[str, Path], wandb_env: Path, monkeypatch, capsys) -> None:

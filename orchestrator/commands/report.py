@@ -38,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
             files=files,
         )
         if folder is not None:
-            print(f"W&B summary run in group {group!r}: {folder} (upload with `wandb sync {folder}` when offline)")
+            upload = f" (upload with `wandb sync {folder}`)" if folder.name.startswith("offline-") else ""
+            print(f"W&B summary run in group {group!r}: {folder}{upload}")
     return 0
