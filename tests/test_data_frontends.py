@@ -93,8 +93,11 @@ def test_image_transform_normalises_and_resizes():
     x = torch.full((2, 3, 20, 20), 0.485)
     out = ImageTransform(8, train=False, augment=True)(x)
     assert out.shape == (2, 3, 8, 8) and out[:, 0].abs().max() < 1e-5  # the red mean maps to 0
-    flow = ImageTransform(8, train=True, augment=True)(torch.ones(4, 2, 20, 20))
+    flow = ImageTransform(8, train=False, augment=True)(torch.ones(4, 2, 20, 20))
     assert flow.shape == (4, 2, 8, 8) and torch.allclose(flow, torch.ones_like(flow))  # [0, 1] -> [-1, 1]
+    x = torch.cat([torch.ones(1, 1, 20, 20), torch.full((1, 1, 20, 20), 0.5)], 1)  # u = +max, v = 0
+    u = [ImageTransform(20, train=True, augment=True)(x)[0, 0].mean().item() for _ in range(40)]
+    assert {round(v, 4) for v in u} == {1.0, -1.0}  # a flip mirrors u (sign change), no flip keeps it
 
 
 def test_rows_bom_blank_lines_and_parse_errors(tmp_path):

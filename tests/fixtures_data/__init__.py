@@ -87,3 +87,93 @@ def build_cremad_mla(root: Path, train: int = 3, test: int = 1, frames: int = 4)
             np.save(p, np.random.default_rng(i).standard_normal((100, 128)).astype(np.float32))
             write_frames(root / "visual" / f"{split}_imgs" / "Image-01-FPS" / c, frames)
     return clips
+
+
+def build_kinetics_sounds(
+    root: Path,
+    profile: str = "ogm_ge",
+    classes: tuple[str, ...] = ("playing bagpipes", "bowling", "tickling"),
+    train: int = 3,
+    test: int = 1,
+) -> dict[str, list[tuple[str, str]]]:
+    """Kinetics-Sounds: ``{split}.csv`` (ogm_ge) or ``class.txt`` + ``{split}.txt`` (balancebench), fbank .npy, frames."""
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[tuple[str, str]]] = {}
+    if profile == "balancebench":
+        (root / "class.txt").write_text(",".join(classes) + "\n")
+    k = 0
+    for split, n in (("train", train), ("test", test)):
+        out[split] = []
+        for c in classes:
+            for _ in range(n):
+                clip = f"yt{k:04d}_{10 * k}_{10 * k + 10}"
+                out[split].append((clip, c))
+                p = root / "audio" / split / f"{clip}.npy"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                np.save(p, np.random.default_rng(k).standard_normal((1024, 128)).astype(np.float32))
+                write_frames(root / "visual" / split / clip, 4, name="frame_{i:05d}.jpg")
+                k += 1
+        if profile == "ogm_ge":
+            (root / f"{split}.csv").write_text("".join(f"{c},10,{lab}\n" for c, lab in out[split]))
+        else:
+            (root / f"{split}.txt").write_text("".join(f"{c},{classes.index(lab)}\n" for c, lab in out[split]))
+    return out
+
+
+def build_ave(
+    root: Path, classes: tuple[str, ...] = ("Church bell", "Dog", "Frying (food)"), per: int = 2
+) -> dict[str, list[str]]:
+    """AVE (DI-MML): ``{split}Set.txt`` rows ``Category&vid&good&0&10`` (one duplicate row in train), pickles, frames."""
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[str]] = {}
+    k = 0
+    for split, n in (("train", per + 1), ("val", per), ("test", per)):
+        rows = []
+        for c in classes:
+            for _ in range(n):
+                vid = f"vid{k:05d}"
+                rows.append(f"{c}&{vid}&good&0&10")
+                (root / "Audio-1004-SE").mkdir(exist_ok=True)
+                (root / "Audio-1004-SE" / f"{vid}.pkl").write_bytes(pickle.dumps(np.full((257, 1004), k, np.float32)))
+                write_frames(root / "Image-01-FPS-SE" / vid, 5)
+                k += 1
+        if split == "train":
+            rows.append(rows[0].replace("&0&10", "&3&7"))  # the same video, another event
+        out[split] = rows
+        (root / f"{split}Set.txt").write_text("\n".join(rows) + "\n")
+    return out
+
+
+def build_ucf101(
+    root: Path, classes: tuple[str, ...] = ("ApplyEyeMakeup", "Archery", "YoYo"), train: int = 3, test: int = 1, frames: int = 12
+) -> None:
+    """UCF-101 (DI-MML): classInd/trainlist01/testlist01, jpegs_256/<video>/frame%06d.jpg, tvl1_flow/{u,v}/<video>/."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    g = 1
+    for split, n in (("train", train), ("test", test)):
+        rows = []
+        for i, c in enumerate(classes):
+            for _ in range(n):
+                video = f"v_{c}_g{g:02d}_c01"
+                g += 1
+                rows.append(f"{c}/{video}.avi {i + 1}" if split == "train" else f"{c}/{video}.avi")
+                write_frames(root / "jpegs_256" / video, frames, name="frame{i:06d}.jpg")
+                for comp in ("u", "v"):
+                    write_frames(root / "tvl1_flow" / comp / video, frames - 1, name="frame{i:06d}.jpg", mode="L")
+        (root / f"{split}list01.txt").write_text("\n".join(rows) + "\n")
+
+
+def build_modelnet40(root: Path, labels: tuple[int, ...] = (0, 1, 39), train: int = 3, test: int = 1) -> None:
+    """ModelNet40 (DI-MML): ``{split}.txt`` rows ``<class>/<split>/<name>_v001.png\\t<label>`` with 12 views per object."""
+    from trainables.data.modelnet40 import CLASSES
+
+    for split, n in (("train", train), ("test", test)):
+        rows = []
+        for lab in labels:
+            for j in range(n):
+                stem = f"{CLASSES[lab]}/{split}/{CLASSES[lab]}_{j:04d}"
+                for v in range(1, 13):
+                    write_image(root / f"{stem}_v{v:03d}.png", 10 * v, size=16)
+                rows.append(f"{stem}_v001.png\t{lab}")
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")

@@ -77,22 +77,27 @@ def to_tensor(im: Image.Image) -> torch.Tensor:
 class ImageTransform:
     """Resize (eval) or random-resized-crop + flip (train with ``augment``) to ``size`` x ``size``.
 
-    ``normalize`` applies the ImageNet mean/std to 3-channel inputs; 1-channel inputs (optical flow)
-    are mapped from [0, 1] to [-1, 1] instead.
+    3-channel inputs get the ImageNet mean/std; 2-channel inputs (optical flow u, v stored as grey
+    JPEGs around 128) are mapped from [0, 1] to [-1, 1], and a flip also mirrors the u component.
     """
 
     def __init__(self, size: int, train: bool, augment: bool) -> None:
         from torchvision.transforms import v2
 
         self.size = size
-        if train and augment:
-            self.geo = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+        self.flip = train and augment
+        if self.flip:
+            self.geo = v2.RandomResizedCrop(size, antialias=True)
         else:
             self.geo = v2.Resize((size, size), antialias=True)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """``[T, C, H, W]`` in [0, 1] -> ``[T, C, size, size]`` normalised; one crop for all frames."""
         x = self.geo(frames)
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+            if x.shape[1] == 2:  # mirrored optical flow: the horizontal component changes sign (stored as 1 - u)
+                x = torch.cat([1.0 - x[:, :1], x[:, 1:]], 1)
         if x.shape[1] == 3:
             return (x - MEAN) / STD
         return x * 2.0 - 1.0
@@ -119,3 +124,44 @@ class FrameFolder:
         files = list_frames(sample.files[self.key], sample.where)
         picks = pick_frames(len(files), self.num_frames, train)
         return ImageTransform(self.size, train, self.augment)(load_frames([files[i] for i in picks], sample.where))
+
+
+class ImageFile:
+    """Loader: ``sample.files[key]`` (one image) -> ``[3, size, size]`` (ModelNet40 views)."""
+
+    def __init__(self, key: str, size: int, augment: bool) -> None:
+        self.key, self.size, self.augment = key, size, augment
+
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+        x = to_tensor(open_image(sample.files[self.key], sample.where))[None]
+        return ImageTransform(self.size, train, self.augment)(x)[0]
+
+
+def flow_window(n: int, k: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
+    """``k`` consecutive flow frames out of ``n``: a random start when training, the centred window otherwise;
+    indices past the end repeat the last frame (clips shorter than ``k``)."""
+    span = max(n - k, 0)
+    start = int(torch.randint(span + 1, (), generator=generator)) if train else span // 2
+    return [min(start + i, n - 1) for i in range(k)]
+
+
+class FlowStack:
+    """Loader: ``sample.files["flow_u"/"flow_v"]`` folders -> ``[k, 2, size, size]`` (x, y flow as grey JPEGs)."""
+
+    def __init__(self, num_frames: int, size: int, augment: bool) -> None:
+        self.num_frames, self.size, self.augment = num_frames, size, augment
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.num_frames, 2, self.size, self.size)
+
+    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+        u = list_frames(sample.files["flow_u"], sample.where)
+        v = list_frames(sample.files["flow_v"], sample.where)
+        picks = flow_window(min(len(u), len(v)), self.num_frames, train)
+        x = torch.cat(
+            [load_frames([u[i] for i in picks], sample.where, "L"), load_frames([v[i] for i in picks], sample.where, "L")], 1
+        )
+        return ImageTransform(self.size, train, self.augment)(x)

@@ -80,6 +80,16 @@ def read_rows(path: Path, split: Callable[[str], list[str]], min_fields: int) ->
             yield Row(str(path), i, tuple(parts))
 
 
+class SplitRows:
+    """Picklable row splitter: on ``sep``, or on whitespace when ``sep`` is None."""
+
+    def __init__(self, sep: str | None) -> None:
+        self.sep = sep
+
+    def __call__(self, line: str) -> list[str]:
+        return line.split(self.sep) if self.sep else line.split()
+
+
 def safe_path(root: Path, *parts: str, where: str) -> Path:
     """``root/parts...``, refusing absolute parts and ``..`` that lead outside ``root``."""
     base = os.path.realpath(root)

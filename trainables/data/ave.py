@@ -1,0 +1,77 @@
+"""AVE, Audio-Visual Event (28 classes, audio + visual), in the DI-MML / OGM-GE layout.
+
+``trainSet.txt`` / ``valSet.txt`` / ``testSet.txt`` rows ``Category&videoid&quality&start&end`` (a
+``Category&VideoID&...`` header row is ignored); audio spectrogram pickles ``Audio-1004-SE/<vid>.pkl``
+of ``[257, 1004]`` (numpy arrays only are unpickled); frames ``Image-01-FPS-SE/<vid>/``, 4 per clip.
+
+AVE lists some videos more than once (several annotated events); as in DI-MML, an id is kept once
+(its first row) per split and the number of removed duplicates is recorded in ``info``. Classes are
+the sorted categories of the training list. AVE ships a validation list: it is the validation split
+unless ``official_val`` is false, in which case a stratified fraction of train is carved as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainables.data.assemble import RealDataParams, assemble
+from trainables.data.audio import FeatureFile
+from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.frames import FrameFolder
+from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.params import knob
+
+
+@dataclass(frozen=True)
+class AVEParams(RealDataParams):
+    official_val: bool = knob(True, "use valSet.txt as the validation split (false: carve val_fraction of train)")
+    audio_dir: str = knob("Audio-1004-SE", "spectrogram pickle folder under data_root")
+    visual_dir: str = knob("Image-01-FPS-SE", "frame folders under data_root")
+    audio_frames: int = knob(1004, "spectrogram time frames after padding/cutting")
+
+
+def _rows(path: Path, removed: dict[str, int], split: str):  # noqa: ANN202 - a generator of rows
+    seen: set[str] = set()
+    for row in read_rows(path, SplitRows("&"), 2):
+        if isinstance(row, Row):
+            if row.fields[1].lower() == "videoid":
+                continue  # the annotation header
+            if row.fields[1] in seen:
+                removed[split] = removed.get(split, 0) + 1
+                continue
+            seen.add(row.fields[1])
+        yield row
+
+
+@register_dataset("ave")
+class AVE(DatasetSpec):
+    Params = AVEParams
+    needs_root = True
+
+    def build(self, params: AVEParams, root: str | None, seed: int) -> DataBundle:
+        base = Path(root or ".")
+        issues = Issues(params.on_error)
+        classes = sorted({r.fields[0] for r in _rows(base / "trainSet.txt", {}, "train") if isinstance(r, Row)})
+        removed: dict[str, int] = {}
+
+        def resolve(row: Row) -> Sample:
+            cat, vid = row.fields[0], row.fields[1]
+            if cat not in classes:
+                raise SampleError("label", f"{row.where}: category {cat!r} is not among the {len(classes)} training categories")
+            files = {
+                "audio": require(safe_path(base, params.audio_dir, vid + ".pkl", where=row.where), row.where),
+                "visual": require(safe_path(base, params.visual_dir, vid, where=row.where), row.where, True),
+            }
+            return Sample(vid, classes.index(cat), row.where, files)
+
+        names = ("train", "val", "test") if params.official_val else ("train", "test")
+        splits = {s: collect(_rows(base / f"{s}Set.txt", removed, s), resolve, issues, s) for s in names}
+        nf = params.num_frames or 4
+        loaders = {
+            "audio": FeatureFile(257, params.audio_frames, time_first=False),
+            "visual": FrameFolder("visual", nf, params.image_size, params.augment),
+        }
+        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
+        info = {"dataset": "ave", "num_frames": nf, "duplicates_removed": removed, "num_classes": len(classes)}
+        return assemble(splits, loaders, modalities, classes, params, issues, info)

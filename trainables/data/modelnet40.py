@@ -1,0 +1,82 @@
+"""ModelNet40 front/rear views (40 classes), in the DI-MML layout.
+
+12-view renders (MVCNN style, one PNG per view: ``..._v001.png`` .. ``..._v012.png``); view
+``v001`` is the ``front`` modality and ``v007`` (the opposite camera) the ``rear`` one. List files
+``train.txt`` / ``test.txt`` rows ``<path>\\t<label>``, where ``<path>`` is one view's image path
+relative to data_root and ``<label>`` the 0-based index in the standard alphabetical class order
+below; the other view's path is found by replacing the last ``vNNN`` of the file name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainables.data.assemble import RealDataParams, assemble
+from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.frames import ImageFile
+from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.errors import ConfigError
+from trainables.params import knob
+
+CLASSES = (
+    "airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door dresser flower_pot glass_box guitar "
+    "keyboard lamp laptop mantel monitor night_stand person piano plant radio range_hood sink sofa stairs stool table tent "
+    "toilet tv_stand vase wardrobe xbox"
+).split()
+VIEW = re.compile(r"v\d{3}")
+
+
+@dataclass(frozen=True)
+class ModelNet40Params(RealDataParams):
+    front_view: str = knob("v001", "view used as the front modality")
+    rear_view: str = knob("v007", "view used as the rear modality")
+    train_list: str = knob("train.txt", "training list under data_root")
+    test_list: str = knob("test.txt", "test list under data_root")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("front_view", "rear_view"):
+            if not VIEW.fullmatch(getattr(self, key)):
+                raise ConfigError(key, f"got {getattr(self, key)!r}; allowed: a view tag like v001 .. v012")
+
+
+def view_path(path: str, view: str) -> str | None:
+    """``path`` with the last view tag of its file name replaced by ``view`` (None without a tag)."""
+    head, _, name = path.rpartition("/")
+    found = list(VIEW.finditer(name))
+    if not found:
+        return None
+    m = found[-1]
+    return (head + "/" if head else "") + name[: m.start()] + view + name[m.end() :]
+
+
+@register_dataset("modelnet40")
+class ModelNet40(DatasetSpec):
+    Params = ModelNet40Params
+    needs_root = True
+
+    def build(self, params: ModelNet40Params, root: str | None, seed: int) -> DataBundle:
+        base = Path(root or ".")
+        issues = Issues(params.on_error)
+
+        def resolve(row: Row) -> Sample:
+            path, label = row.fields[0], row.fields[1]
+            if not label.isdigit() or int(label) >= len(CLASSES):
+                raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(CLASSES) - 1}")
+            front, rear = view_path(path, params.front_view), view_path(path, params.rear_view)
+            if front is None or rear is None:
+                raise SampleError("parse", f"{row.where}: {path!r} has no view tag (expected a file name like ..._v001.png)")
+            files = {
+                "front": require(safe_path(base, front, where=row.where), row.where),
+                "rear": require(safe_path(base, rear, where=row.where), row.where),
+            }
+            return Sample(view_path(path, "v000") or path, int(label), row.where, files)
+
+        lists = {"train": params.train_list, "test": params.test_list}
+        splits = {s: collect(read_rows(base / f, SplitRows("\t"), 2), resolve, issues, s) for s, f in lists.items()}
+        loaders = {m: ImageFile(m, params.image_size, params.augment) for m in ("front", "rear")}
+        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
+        info = {"dataset": "modelnet40", "views": {"front": params.front_view, "rear": params.rear_view}}
+        return assemble(splits, loaders, modalities, list(CLASSES), params, issues, info)

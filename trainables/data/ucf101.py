@@ -1,0 +1,96 @@
+"""UCF-101 (101 actions, RGB + optical flow), in the DI-MML layout (split 1 by default).
+
+``classInd.txt`` rows ``<1-based index> <ClassName>``; ``trainlist0K.txt`` rows
+``<ClassName>/v_<...>.avi <1-based index>``; ``testlist0K.txt`` rows ``<ClassName>/v_<...>.avi``
+(the class comes from the folder part). Frames: ``jpegs_256/v_<...>/frame%06d.jpg`` (RGB, 1 frame
+by default) and ``tvl1_flow/{u,v}/v_<...>/frame%06d.jpg`` (grey JPEGs, ``flow_frames`` consecutive
+frames stacked as ``[k, 2, H, W]``, u and v as channels; a random window when training, the
+centred one otherwise). Modalities: ``rgb`` and ``flow``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainables.data.assemble import RealDataParams, assemble
+from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.frames import FlowStack, FrameFolder
+from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.errors import ConfigError, DataError
+from trainables.params import knob
+
+
+@dataclass(frozen=True)
+class UCF101Params(RealDataParams):
+    split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
+    flow_frames: int = knob(10, "consecutive optical-flow frames per sample")
+    rgb_dir: str = knob("jpegs_256", "RGB frame folders under data_root")
+    flow_dir: str = knob("tvl1_flow", "flow folders under data_root (with u/ and v/)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.split not in (1, 2, 3):
+            raise ConfigError("split", f"got {self.split}; allowed: 1, 2 or 3")
+        if self.flow_frames < 1:
+            raise ConfigError("flow_frames", f"got {self.flow_frames}; allowed: an integer >= 1")
+
+
+def read_classes(path: Path) -> list[str]:
+    names: dict[int, str] = {}
+    for row in read_rows(path, SplitRows(None), 2):
+        if isinstance(row, SampleError) or not row.fields[0].isdigit():
+            raise DataError(f"{row.where if isinstance(row, Row) else path}: expected '<index> <ClassName>'")
+        names[int(row.fields[0])] = row.fields[1]
+    if sorted(names) != list(range(1, len(names) + 1)):
+        raise DataError(f"{path}: class indices must be 1..{len(names)}")
+    return [names[i] for i in range(1, len(names) + 1)]
+
+
+@register_dataset("ucf101")
+class UCF101(DatasetSpec):
+    Params = UCF101Params
+    needs_root = True
+
+    def build(self, params: UCF101Params, root: str | None, seed: int) -> DataBundle:
+        base = Path(root or ".")
+        issues = Issues(params.on_error)
+        classes = read_classes(base / "classInd.txt")
+
+        def resolve(row: Row) -> Sample:
+            rel = row.fields[0]
+            cls, _, fname = rel.rpartition("/")
+            video = fname.rsplit(".", 1)[0]
+            if len(row.fields) > 1:  # training rows carry the 1-based index; it must match the folder
+                idx = int(row.fields[1]) - 1 if row.fields[1].isdigit() else -1
+                if not 0 <= idx < len(classes) or (cls and classes[idx] != cls):
+                    raise SampleError(
+                        "label", f"{row.where}: label {row.fields[1]!r} does not name class {cls!r} of classInd.txt"
+                    )
+            elif cls in classes:
+                idx = classes.index(cls)
+            else:
+                raise SampleError("label", f"{row.where}: class {cls!r} is not in classInd.txt")
+            files = {
+                "rgb": require(safe_path(base, params.rgb_dir, video, where=row.where), row.where, True),
+                "flow_u": require(safe_path(base, params.flow_dir, "u", video, where=row.where), row.where, True),
+                "flow_v": require(safe_path(base, params.flow_dir, "v", video, where=row.where), row.where, True),
+            }
+            return Sample(video, idx, row.where, files)
+
+        splits = {
+            s: collect(read_rows(base / f"{s}list0{params.split}.txt", SplitRows(None), 1), resolve, issues, s)
+            for s in ("train", "test")
+        }
+        loaders = {
+            "rgb": FrameFolder("rgb", params.num_frames or 1, params.image_size, params.augment),
+            "flow": FlowStack(params.flow_frames, params.image_size, params.augment),
+        }
+        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
+        info = {
+            "dataset": "ucf101",
+            "split": params.split,
+            "num_frames": params.num_frames or 1,
+            "flow_frames": params.flow_frames,
+        }
+        return assemble(splits, loaders, modalities, classes, params, issues, info)
