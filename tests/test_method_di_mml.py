@@ -15,6 +15,7 @@ from trainables.methods.di_mml import (
     DIMMLParams,
     certainty_fusion,
     duc_loss,
+    effective_dims,
     nearest_centroid_hits,
     only_dims,
     schedule,
@@ -70,6 +71,7 @@ def test_dimension_selection_matches_a_hand_made_case():
     eff = select_dims({"a": a, "b": b}, y, 2)
     assert eff["a"].tolist() == [True, False, False]  # 4 > mean 8/3
     assert eff["b"].tolist() == [False, True, True]  # 4 > mean 10/3, 2 is not
+    assert effective_dims(torch.tensor([3, 1, 2])).tolist() == [True, False, False]  # strictly above the mean
     only = only_dims(eff)
     assert only[("a", "b")].tolist() == [0] and only[("b", "a")].tolist() == [1, 2]
 
