@@ -8,6 +8,7 @@ printed folder to upload. W&B is a convenience here: any failure is one warning 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def log_summary_run(
     select_metric: str = "val/acc",
     select_mode: str = "max",
     files: dict[str, Path] | None = None,
+    entity: str | None = None,
+    timeout_s: float = 15.0,
 ) -> Path | None:
     """Create one W&B run in ``group`` carrying the leaderboard table and the plots.
 
@@ -45,6 +48,8 @@ def log_summary_run(
         select_mode: ``max`` or ``min``.
         files: what :func:`orchestrator.report.write_report` returned, when the caller already wrote
             the report; otherwise it is written here first.
+        entity: W&B entity (team or user); default the account's.
+        timeout_s: bound on W&B's init/finish and network waits, so a sweep never hangs on W&B.
 
     Returns:
         the local run folder (``.../wandb/offline-run-...``), or ``None`` when W&B failed (a warning
@@ -63,16 +68,30 @@ def log_summary_run(
 
         files = files or write_report(results_dir, report_dir, select_metric, select_mode)
         lb = build_leaderboard(results_dir, select_metric, select_mode)
+        settings = wandb.Settings(
+            silent=True,
+            console="off",
+            init_timeout=timeout_s,
+            finish_timeout=timeout_s,
+            x_file_stream_timeout_seconds=timeout_s,
+            x_graphql_timeout_seconds=timeout_s,
+            x_disable_stats=True,
+            save_code=False,
+        )
         run = wandb.init(
             project=project,
+            entity=entity,
             group=group,
             name=f"{group}-summary",
+            # one summary run per group: a later report resumes it and its latest table is the current one
+            id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-summary")[:120],
+            resume="allow",
             job_type="summary",
             mode=mode,
             dir=str(wandb_dir or results_dir),
             config={"experiment": lb.experiment, "select_metric": select_metric, "select_mode": select_mode},
             reinit="create_new",  # never finishes a run the caller may still hold
-            settings=wandb.Settings(silent=True, console="off"),
+            settings=settings,
         )
         header, rows = _table_data(lb)
         payload: dict[str, Any] = {"leaderboard": wandb.Table(columns=header, data=rows)}

@@ -162,6 +162,7 @@ def test_wandb_summary_run_offline(sweep: Path, wandb_env: Path, tmp_path: Path,
     recs = wait_for_exit_record(next(folder.glob("run-*.wandb")))
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert (run.run_group, run.job_type, run.display_name, run.project) == ("tiny", "summary", "tiny-summary", "mmbal-test")
+    assert run.run_id == "tiny-summary"  # stable: a later report resumes the same summary run
     logged = {tuple(i.nested_key): json.loads(i.value_json) for r in recs if r.HasField("history") for i in r.history.item}
     assert logged[("leaderboard", "_type")] == "table-file"
     table = json.loads((folder / "files" / logged[("leaderboard", "path")]).read_text())
