@@ -62,6 +62,7 @@ def ddp_trainable(config: dict[str, Any]) -> None:
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ex["keep"]),
             failure_config=ray.train.FailureConfig(max_failures=0),  # retries are Tune's (max_failures per trial)
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # not every rank's every report
         ),
     )
     trainer.fit()

@@ -100,7 +100,9 @@ def max_concurrent(sweep: Sweep) -> int | None:
 def trainable(sweep: Sweep) -> Any:
     ex = sweep.keys.execution
     if ex.mode == "ddp":
-        return tune.with_resources(ddp_trainable, {"cpu": 0})
+        # the trial driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; Tune needs a
+        # non-empty request, so it asks for a token of memory rather than a CPU the workers would miss
+        return tune.with_resources(ddp_trainable, {"cpu": 0, "memory": 2**20})
     return tune.with_resources(packed_trainable, {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
 
 
@@ -174,6 +176,7 @@ def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
             max_concurrent_trials=max_concurrent(sweep),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
+            reuse_actors=k.execution.mode == "packed",  # skips a process start and the torch import per trial
         ),
         run_config=tune.RunConfig(
             name=k.experiment,
