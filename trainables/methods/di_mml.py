@@ -72,8 +72,8 @@ class DIMMLParams:
     weight: float = knob(1.0, "w: weight of the shared-head CE (official 1)")
     temperature: float = knob(50.0, "T of the DUC InfoNCE on raw feature dot products (official 50 CREMA-D, 10 AVE/UCF)")
     duc_weight: float = knob(1.0, "weight of the DUC loss (official 1)")
-    duc_start: int | None = knob(None, "epoch where dims are selected and DUC starts; official 20 of 150; None = same fraction")
-    stage2_epochs: int | None = knob(None, "last epochs training the fusion head on frozen encoders; official 20; None = 20/170")
+    duc_start: int | None = knob(None, "0-based epoch of dim selection + DUC start; None = official 20/150 of stage 1")
+    stage2_epochs: int | None = knob(None, "last epochs: fusion head on frozen encoders; None = official 20/170 of epochs, >= 1")
     fusion_temperature: float = knob(1.0, "temperature of the certainty softmax at inference (official 1 CREMA-D, 3 AVE)")
 
     def __post_init__(self) -> None:
