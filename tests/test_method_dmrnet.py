@@ -99,11 +99,12 @@ def test_weak_modality_is_the_larger_variance_and_hard_loss_starts_after_the_cho
     opt = {"main": torch.optim.SGD(model.parameters(), lr=0.0)}
     torch.manual_seed(0)
     assert "dmrnet/hard" not in method.training_step(model, _batch(), opt, StepState(0, 0, 1, 0))
-    assert method.var_count.sum() > 0  # accumulated from the single-modality samples
+    ctx = lambda e: EpochContext(e, None, torch.device("cpu"), lambda b: b)  # noqa: E731
+    diag = method.on_epoch_end(model, ctx(0))
+    assert method.var_count.sum() > 0 and method.weak == -1  # accumulated; no choice before the last epoch
+    assert set(diag) == {"dmrnet/variance/a", "dmrnet/variance/b"}
     method.var_sum = torch.tensor([3.0, 8.0], dtype=torch.float64)  # mean variances 1 (a) and 2 (b)
     method.var_count = torch.tensor([3.0, 4.0], dtype=torch.float64)
-    ctx = lambda e: EpochContext(e, None, torch.device("cpu"), lambda b: b)  # noqa: E731
-    assert method.on_epoch_end(model, ctx(0)) == {} and method.weak == -1  # not before the last accumulation epoch
     diag = method.on_epoch_end(model, ctx(1))
     assert method.weak == 1 and diag["dmrnet/weak/b"] == 1.0 and diag["dmrnet/variance/b"] == pytest.approx(2.0)
     out = method.training_step(model, _batch(), opt, StepState(2, 0, 1, 2))

@@ -154,8 +154,11 @@ class DMRNet(BalancingMethod):
         n = len(ctx.modalities)
         if n < 2:
             raise ConfigError("method", "dmrnet needs at least 2 modalities")
+        # Summed over ranks and epochs at every epoch end, so that a checkpoint (rank 0's) is exact
+        # under DDP; the per-epoch buffer is local and always empty at an epoch boundary.
         self.var_sum = torch.zeros(n, dtype=torch.float64)
         self.var_count = torch.zeros(n, dtype=torch.float64)
+        self._epoch = torch.zeros(2 * n, dtype=torch.float64)
         self.weak = -1  # index of the weak modality once chosen
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
@@ -174,9 +177,7 @@ class DMRNet(BalancingMethod):
         loss = ce.mean() + p.alpha * kl
         stats = {"dmrnet/ce": ce.mean().item(), "dmrnet/kl": kl.item()}
         if state.epoch < p.weak_epochs:
-            s, c = single_modality_variance(logvar, mask)
-            self.var_sum += s.cpu()
-            self.var_count += c.cpu()
+            self._epoch += torch.cat(single_modality_variance(logvar, mask)).cpu()
         elif self.weak >= 0:
             hard = hard_loss(ce, mask, self.weak)
             loss = loss + p.beta * hard
@@ -196,18 +197,19 @@ class DMRNet(BalancingMethod):
         return model(inputs, mask)
 
     def on_epoch_end(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
-        if ctx.epoch == self.params.weak_epochs - 1:
-            # Summed over DDP ranks once, when the choice is made.
-            stats = ctx.all_reduce(torch.cat([self.var_sum, self.var_count]).to(ctx.device)).cpu()
-            n = len(self.ctx.modalities)
-            self.var_sum, self.var_count = stats[:n].clone(), stats[n:].clone()
-            self.weak = int(torch.argmax(self.var_sum / self.var_count.clamp_min(1)).item())
+        n = len(self.ctx.modalities)
+        if ctx.epoch < self.params.weak_epochs:
+            stats = ctx.all_reduce(self._epoch.to(ctx.device)).cpu()
+            self.var_sum, self.var_count = self.var_sum + stats[:n], self.var_count + stats[n:]
+            self._epoch = torch.zeros_like(self._epoch)
+            if ctx.epoch == self.params.weak_epochs - 1:
+                self.weak = int(torch.argmax(self.var_sum / self.var_count.clamp_min(1)).item())
         out: dict[str, float] = {}
-        if self.weak >= 0:
-            mean = self.var_sum / self.var_count.clamp_min(1)
-            for i, m in enumerate(self.ctx.modalities):
+        mean = self.var_sum / self.var_count.clamp_min(1)
+        for i, m in enumerate(self.ctx.modalities):
+            out[f"dmrnet/variance/{m}"] = mean[i].item()
+            if self.weak >= 0:
                 out[f"dmrnet/weak/{m}"] = float(i == self.weak)
-                out[f"dmrnet/variance/{m}"] = mean[i].item()
         return out
 
     def state_dict(self) -> dict[str, Any]:
