@@ -177,3 +177,32 @@ def build_modelnet40(root: Path, labels: tuple[int, ...] = (0, 1, 39), train: in
                     write_image(root / f"{stem}_v{v:03d}.png", 10 * v, size=16)
                 rows.append(f"{stem}_v001.png\t{lab}")
         (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+
+
+def write_flv(path: Path, seconds: float = 2.5, fps: int = 4, size: int = 32) -> None:
+    """A tiny FLV (Sorenson H.263, as CREMA-D's VideoFlash) whose grey level encodes the second: 40 + 60 * s."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="flv") as out:
+        stream = out.add_stream("flv", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((size, size, 3), 40 + 60 * (i // fps), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def build_cremad_raw(root: Path, per_class: int = 3, seconds: float = 2.5) -> list[str]:
+    """The raw CREMA-D download: ``AudioWAV/<clip>.wav`` (16 kHz) and ``VideoFlash/<clip>.flv``."""
+    clips = []
+    for c in CREMAD:
+        for j in range(per_class):
+            clip = f"10{j:02d}_DFA_{c}_XX"
+            write_wav(root / "AudioWAV" / f"{clip}.wav", tone(seconds, 16000, 300 + 50 * j, j))
+            write_flv(root / "VideoFlash" / f"{clip}.flv", seconds)
+            clips.append(clip)
+    return clips

@@ -73,6 +73,7 @@ def assemble(
     """
     if params.on_error == "skip":
         splits = {name: verify(s, loaders, issues, name) for name, s in splits.items()}
+    splits = dict(splits)
     val_info: dict[str, Any]
     if "val" not in splits:
         splits["train"], splits["val"] = carve_val(splits["train"], params.val_fraction, params.val_seed)
@@ -80,7 +81,7 @@ def assemble(
     else:
         val_info = {"source": "official validation list"}
     for name in ("train", "val", "test"):
-        if not splits[name]:
+        if not splits.get(name):
             raise DataError(f"the {name} split is empty after reading the lists (skipped: {issues.counts})")
     val_ids = [s.id for s in splits["val"]]
     val_info.update(ids_sha256=ids_checksum(val_ids), ids=sorted(val_ids))

@@ -1,0 +1,263 @@
+"""``mmbal prepare``: a raw download -> mmbal's versioned, memory-mappable prepared layout.
+
+CREMA-D is supported: ``RAW/AudioWAV/<clip>.wav`` and ``RAW/VideoFlash/<clip>.flv`` (the label is
+the third ``_`` field of the clip name). Frames are decoded with PyAV (FFmpeg bundled in the wheel,
+reads CREMA-D's FLV), one frame per second at the centre of each second, resized to ``size`` x
+``size`` and stored as uint8; the audio feature is OGM-GE's log-STFT
+(:func:`trainables.data.audio.ogm_spectrogram`) stored as float16. The split is OGM-GE's when
+``train.csv`` / ``test.csv`` are found in ``--lists`` (default: RAW), else a seeded stratified one.
+
+Resumable and idempotent: each clip is first written to ``OUT/.work/<clip>.npz`` (or
+``<clip>.skip.json``) atomically; a rerun skips finished clips. When every clip is done, the
+arrays and ``samples.json`` are written under temporary names and renamed, and ``manifest.json``
+(params, library versions, sha256 of every file) comes last; then ``.work`` is removed. A finished
+folder with the same params is left untouched; different params are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainables.data.audio import ogm_spectrogram, read_wav
+from trainables.data.cremad import CLASSES
+from trainables.data.lists import SampleError, SplitRows, read_rows
+from trainables.data.prepared import FORMAT, VERSION
+from trainables.errors import ConfigError, DataError
+from trainables.reporting import atomic_write_text
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """What determines the prepared bytes (recorded in the manifest; a rerun must match)."""
+
+    dataset: str = "cremad"
+    frames: int = 3
+    size: int = 224
+    fps: float = 1.0
+    audio_rate: int = 22050
+    audio_seconds: float = 3.0
+    n_fft: int = 512
+    hop: int = 353
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    on_error: str = "raise"
+
+
+def decode_frames(path: Path, count: int, fps: float, size: int, where: str) -> np.ndarray:
+    """Up to ``count`` frames at times ``(i + 0.5) / fps`` as uint8 ``[n, size, size, 3]`` (PyAV)."""
+    import av
+
+    targets = [(i + 0.5) / fps for i in range(count)]
+    out: list[np.ndarray] = []
+    last = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else 0.0
+                last = frame
+                while targets and t >= targets[0] - 1e-6:
+                    out.append(frame.to_ndarray(format="rgb24", width=size, height=size))
+                    targets.pop(0)
+                if not targets:
+                    break
+    except FileNotFoundError:
+        raise SampleError("missing", f"{where}: video {path} not found") from None
+    except (av.FFmpegError, IndexError, ValueError, OSError) as exc:
+        raise SampleError("corrupt", f"{where}: cannot decode video {path} ({type(exc).__name__}: {exc})") from None
+    if not out and last is not None:  # a clip shorter than half a second: keep its last frame
+        out.append(last.to_ndarray(format="rgb24", width=size, height=size))
+    if not out:
+        raise SampleError("corrupt", f"{where}: video {path} holds no decodable frame")
+    return np.stack(out)
+
+
+def cremad_items(raw: Path, lists: Path, p: PrepareParams) -> list[dict[str, Any]]:
+    """``[{id, label, split, wav, video, where}]`` from the raw folder, split by OGM-GE's lists if present."""
+    wavs = sorted((raw / "AudioWAV").glob("*.wav"))
+    if not wavs:
+        raise DataError(f"{raw / 'AudioWAV'}: no .wav files (expected the raw CREMA-D download)")
+    labels = {}
+    for w in wavs:
+        parts = w.stem.split("_")
+        if len(parts) < 3 or parts[2] not in CLASSES:
+            raise DataError(f"{w}: cannot read the emotion from the file name (expected ActorID_Sentence_EMOTION_Level)")
+        labels[w.stem] = CLASSES.index(parts[2])
+    split = {}
+    if (lists / "train.csv").is_file() and (lists / "test.csv").is_file():
+        for name in ("train", "test"):
+            for row in read_rows(lists / f"{name}.csv", SplitRows(","), 2):
+                if isinstance(row, SampleError):
+                    raise DataError(str(row))
+                split[row.fields[0]] = name
+        source = f"{lists}/train.csv, test.csv"
+    else:
+        rng = np.random.default_rng(p.split_seed)
+        ids = sorted(labels)
+        for c in range(len(CLASSES)):
+            members = [i for i in ids if labels[i] == c]
+            # at least one test clip per class with two or more clips (tiny folders), never the whole class
+            n_test = min(len(members) - 1, max(1, int(round(p.test_fraction * len(members))))) if len(members) > 1 else 0
+            for j, k in enumerate(rng.permutation(len(members))):
+                split[members[k]] = "test" if j < n_test else "train"
+        source = f"stratified, test_fraction {p.test_fraction}, seed {p.split_seed}"
+    items = [
+        {
+            "id": s,
+            "label": labels[s],
+            "split": split[s],
+            "wav": str(raw / "AudioWAV" / f"{s}.wav"),
+            "video": str(raw / "VideoFlash" / f"{s}.flv"),
+            "where": f"clip {s}",
+        }
+        for s in sorted(labels)
+        if s in split
+    ]
+    return [dict(it, split_source=source) for it in items]
+
+
+def process(item: dict[str, Any], p: PrepareParams) -> dict[str, np.ndarray]:
+    """Features of one clip (raises :class:`SampleError`)."""
+    x, rate = read_wav(Path(item["wav"]), item["where"])
+    if len(x) == 0:
+        raise SampleError("corrupt", f"{item['where']}: {item['wav']} holds no samples")
+    audio = ogm_spectrogram(x, rate, p.audio_rate, p.audio_seconds, p.n_fft, p.hop).numpy().astype(np.float16)
+    frames = decode_frames(Path(item["video"]), p.frames, p.fps, p.size, item["where"])
+    return {"audio": audio, "frames": frames}
+
+
+def _work_one(args: tuple[dict[str, Any], PrepareParams, str]) -> str:
+    item, p, work = args
+    base = Path(work) / item["id"]
+    try:
+        arrays = process(item, p)
+    except SampleError as err:
+        if p.on_error == "raise":
+            return f"error:{err}"
+        atomic_write_text(base.with_suffix(".skip.json"), json.dumps({"kind": err.kind, "message": str(err)}))
+        return "skipped"
+    tmp = base.with_name(f".{item['id']}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, base.with_suffix(".npz"))
+    return "done"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("mmbal", "numpy", "torch", "torchaudio", "av", "pillow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _assemble(out: Path, work: Path, items: list[dict[str, Any]], p: PrepareParams) -> dict[str, Any]:
+    done = [it for it in items if (work / f"{it['id']}.npz").is_file()]
+    skipped = [
+        json.loads((work / f"{it['id']}.skip.json").read_text()) for it in items if (work / f"{it['id']}.skip.json").is_file()
+    ]
+    if not done:
+        raise DataError(f"{out}: every clip was skipped; nothing to prepare")
+    audio_shape = (len(done), p.n_fft // 2 + 1, int(round(p.audio_rate * p.audio_seconds)) // p.hop + 1)
+    tmp_a, tmp_f = out / ".audio.npy.tmp", out / ".frames.npy.tmp"
+    audio = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=np.float16, shape=audio_shape)
+    frames = np.lib.format.open_memmap(tmp_f, mode="w+", dtype=np.uint8, shape=(len(done), p.frames, p.size, p.size, 3))
+    samples = []
+    for i, it in enumerate(done):
+        with np.load(work / f"{it['id']}.npz") as z:
+            audio[i] = z["audio"]
+            n = len(z["frames"])
+            frames[i, :n] = z["frames"]
+        samples.append({"id": it["id"], "label": it["label"], "split": it["split"], "frames": n})
+    audio.flush()
+    frames.flush()
+    del audio, frames
+    os.replace(tmp_a, out / "audio.npy")
+    os.replace(tmp_f, out / "frames.npy")
+    atomic_write_text(out / "samples.json", json.dumps(samples))
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "dataset": p.dataset,
+        "class_names": list(CLASSES),
+        "params": asdict(p),
+        "versions": versions(),
+        "decoder": "PyAV (FFmpeg)",
+        "split_source": items[0]["split_source"],
+        "sizes": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "test")},
+        "skipped": skipped,
+        "samples_sha256": _sha256(out / "samples.json"),
+        "arrays": {
+            "audio": {"file": "audio.npy", "dtype": "float16", "shape": list(audio_shape), "sha256": _sha256(out / "audio.npy")},
+            "visual": {
+                "file": "frames.npy",
+                "dtype": "uint8",
+                "shape": [len(done), p.frames, p.size, p.size, 3],
+                "sha256": _sha256(out / "frames.npy"),
+            },
+        },
+    }
+
+
+def prepare(
+    raw: Path, out: Path, p: PrepareParams, lists: Path | None = None, workers: int = 1, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run (or resume) a preparation; returns the manifest.
+
+    Raises:
+        ConfigError: ``out`` holds a finished preparation with other params.
+        DataError: the raw folder is unusable, or a clip is bad and ``on_error`` is ``raise``.
+    """
+    if p.dataset != "cremad":
+        raise ConfigError("dataset", f"mmbal prepare supports: cremad (got {p.dataset!r})")
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("params") == asdict(p):
+            log(f"{out} is already prepared with these params (manifest {_sha256(manifest_path)[:12]}); nothing to do")
+            return old
+        raise ConfigError("--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out")
+    items = cremad_items(Path(raw), Path(lists or raw), p)
+    work = out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    todo = [it for it in items if not (work / f"{it['id']}.npz").is_file() and not (work / f"{it['id']}.skip.json").is_file()]
+    log(f"prepare cremad: {len(items)} clips, {len(items) - len(todo)} already done, {len(todo)} to do")
+    jobs = [(it, p, str(work)) for it in todo]
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            results = pool.imap_unordered(_work_one, jobs, chunksize=4)
+            _check(results)
+    else:
+        _check(map(_work_one, jobs))
+    manifest = _assemble(out, work, items, p)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {manifest_path}: {manifest['sizes']}, skipped {len(manifest['skipped'])}")
+    return manifest
+
+
+def _check(results) -> None:  # noqa: ANN001 - an iterator of _work_one results
+    for r in results:
+        if r.startswith("error:"):
+            raise DataError(r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)")

@@ -1,0 +1,130 @@
+"""`mmbal prepare cremad`: layout, manifest, reading back, idempotence, resume after interruption, bad videos."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from fixtures_data import CREMAD, build_cremad_raw
+
+import orchestrator.prepare as prep
+from orchestrator.cli import main
+from trainables.config import resolve
+from trainables.data import DATASETS
+from trainables.data.audio import ogm_spectrogram, read_wav
+from trainables.errors import ConfigError, DataError
+
+ARGS = ["--size", "32", "--frames", "3", "--workers", "1"]
+
+
+def sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def build(root, **data):
+    cfg = resolve({"dataset": "cremad", "data_root": str(root), "data": {"profile": "prepared", "image_size": 32, **data}})
+    return DATASETS.get("cremad")().build(cfg.data_params, str(root), 0)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    return root, build_cremad_raw(root, per_class=3)
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "out"
+    assert main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def test_prepared_layout_and_manifest(raw, prepared):
+    man = json.loads((prepared / "manifest.json").read_text())
+    assert sorted(p.name for p in prepared.iterdir()) == ["audio.npy", "frames.npy", "manifest.json", "samples.json"]
+    assert man["format"] == "mmbal-prepared" and man["version"] == 1 and man["sizes"] == {"train": 12, "test": 6}
+    assert man["params"]["size"] == 32 and man["versions"]["av"] != "not installed" and man["skipped"] == []
+    for key in ("audio", "visual"):
+        arr = man["arrays"][key]
+        assert sha(prepared / arr["file"]) == arr["sha256"]
+        loaded = np.load(prepared / arr["file"], mmap_mode="r")
+        assert list(loaded.shape) == arr["shape"] and loaded.dtype == np.dtype(arr["dtype"])
+    assert man["arrays"]["audio"]["shape"] == [18, 257, 188] and man["arrays"]["visual"]["shape"] == [18, 3, 32, 32, 3]
+    samples = json.loads((prepared / "samples.json").read_text())
+    assert all(s["frames"] == 2 for s in samples)  # 2.5 s at 1 fps: frames at 0.5 s and 1.5 s
+    assert all(CREMAD[s["label"]] == s["id"].split("_")[2] for s in samples)
+
+
+def test_prepared_profile_reads_the_same_features_as_the_official_path(raw, prepared):
+    b = build(prepared, num_frames=1)
+    assert (len(b.train), len(b.val), len(b.test)) == (6, 6, 6) and len(b.info["manifest_sha256"]) == 64
+    item = b.test[0]
+    sid = b.test.samples[0].id
+    x, rate = read_wav(raw[0] / "AudioWAV" / f"{sid}.wav")
+    official = ogm_spectrogram(x, rate)
+    assert item["inputs"]["audio"].shape == (1, 257, 188)
+    assert torch.allclose(item["inputs"]["audio"][0], official, atol=0.02)  # float16 storage
+    # eval pick of 1 out of 2 stored frames is frame 1 (second 1): grey level 100
+    grey = item["inputs"]["visual"][0, 0].mean() * 0.229 + 0.485
+    assert abs(grey.item() * 255 - 100) < 4
+
+
+def test_rerun_is_idempotent_and_other_params_are_refused(raw, prepared, capsys):
+    before = {p.name: (p.stat().st_mtime_ns, sha(p)) for p in prepared.iterdir()}
+    assert main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(prepared), *ARGS]) == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, sha(p)) for p in prepared.iterdir()} == before
+    assert main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(prepared), "--size", "48", "--workers", "1"]) == 2
+    assert "holds a preparation with other params" in capsys.readouterr().err
+
+
+def test_interrupted_prepare_resumes_to_identical_output(raw, prepared, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = prep.process, []
+
+    def crashing(item, p):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(item["id"])
+        return real(item, p)
+
+    monkeypatch.setattr(prep, "process", crashing)
+    params = prep.PrepareParams(size=32)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(raw[0], out, params, log=lambda s: None)
+    assert not (out / "manifest.json").exists() and len(list((out / ".work").glob("*.npz"))) == 5
+    with pytest.raises(DataError, match="not a finished `mmbal prepare cremad` output"):
+        build(out)
+    monkeypatch.setattr(prep, "process", lambda item, p: calls.append(item["id"]) or real(item, p))
+    prep.prepare(raw[0], out, params, log=lambda s: None)
+    assert len(calls) == 18 and len(set(calls)) == 18  # the 5 finished clips were not redone
+    for name in ("audio.npy", "frames.npy", "samples.json"):
+        assert sha(out / name) == sha(prepared / name)
+    assert not (out / ".work").exists()
+
+
+def test_bad_video_raises_or_is_skipped_and_recorded(tmp_path):
+    clips = build_cremad_raw(tmp_path / "raw", per_class=3, seconds=1.0)
+    (tmp_path / "raw" / "VideoFlash" / f"{clips[3]}.flv").write_bytes(b"FLV\x01 this is not a video")
+    with pytest.raises(DataError, match=rf"clip {clips[3]}: cannot decode video .*{clips[3]}.flv"):
+        prep.prepare(tmp_path / "raw", tmp_path / "a", prep.PrepareParams(size=32), log=lambda s: None)
+    man = prep.prepare(tmp_path / "raw", tmp_path / "b", prep.PrepareParams(size=32, on_error="skip"), log=lambda s: None)
+    assert len(man["skipped"]) == 1 and man["skipped"][0]["kind"] == "corrupt" and clips[3] in man["skipped"][0]["message"]
+    assert sum(man["sizes"].values()) == 17 and build(tmp_path / "b").info["prepare_skipped"] == man["skipped"]
+
+
+def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path, capsys):
+    clips = build_cremad_raw(tmp_path / "raw", per_class=2, seconds=1.0)
+    (tmp_path / "raw" / "train.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in clips[:9]))
+    (tmp_path / "raw" / "test.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in clips[9:]))
+    man = prep.prepare(tmp_path / "raw", tmp_path / "o", prep.PrepareParams(size=16, frames=1), log=lambda s: None)
+    assert man["sizes"] == {"train": 9, "test": 3} and man["split_source"].endswith("train.csv, test.csv")
+    assert main(["prepare", "cremad", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["prepare", "cremad", "--raw", str(tmp_path), "--out", str(tmp_path / "x"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--raw: " in err and "AudioWAV: no .wav files" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="supports: cremad"):
+        prep.prepare(tmp_path / "raw", tmp_path / "y", prep.PrepareParams(dataset="ave"))
