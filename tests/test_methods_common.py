@@ -59,6 +59,12 @@ def test_checkpoint_resume_mid_run_gives_the_same_final_metrics(tmp_path, name):
 @pytest.mark.parametrize("name", ALL)
 def test_reports_the_metric_schema(tmp_path, name):
     summary = run_trial(tiny_config(name, epochs=1), JsonlReporter(tmp_path))
-    for key in ("val/acc", "val/f1", "val/acc/pix", "val/acc/fou", "val/imbalance/score_ratio", "val/imbalance/acc_gap",
-                "test/acc", "test/acc/pix", "test/acc/fou", "test/missing/pix/acc", "test/missing/fou/acc"):
+    per_modality = ["pix"] if name == "unimodal" else ["pix", "fou"]  # unimodal models only its modality
+    keys = ["val/acc", "val/f1", "test/acc", "test/missing/pix/acc", "test/missing/fou/acc"]
+    keys += [f"{s}/acc/{m}" for s in ("val", "test") for m in per_modality]
+    if len(per_modality) > 1:
+        keys += ["val/imbalance/score_ratio", "val/imbalance/acc_gap"]
+    for key in keys:
         assert key in summary, key
+    if name == "unimodal":
+        assert "val/acc/fou" not in summary and "val/imbalance/score_ratio" not in summary

@@ -56,3 +56,11 @@ def test_accumulator_matches_direct_computation_and_reduces_as_sum():
     acc.reduce(lambda t: t.mul_(2))
     again = acc.compute("val")
     assert again["val/acc"] == pytest.approx(out["val/acc"]) and int(acc.count) == 40
+
+
+def test_a_modality_without_logits_is_not_reported():
+    labels = torch.tensor([0, 1, 1])
+    acc = EvalAccumulator(["a", "b"], 2)
+    acc.update(torch.randn(3, 2), {"a": torch.randn(3, 2)}, labels)
+    out = acc.compute("test")
+    assert "test/acc/a" in out and "test/acc/b" not in out and "test/imbalance/score_ratio" not in out

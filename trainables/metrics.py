@@ -89,6 +89,8 @@ class EvalAccumulator:
         self.loss_sum += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
         self.count += labels.numel()
         for i, m in enumerate(self.modalities):
+            if m not in modality_logits:  # a model that does not model m (e.g. ``unimodal``)
+                continue
             ml = modality_logits[m].detach().cpu()
             self.cm_mod[m] += confusion_matrix(ml.argmax(1), labels, self.k)
             self.scores[i] += true_class_score(ml, labels).double()
@@ -107,11 +109,12 @@ class EvalAccumulator:
     def compute(self, split: str) -> dict[str, float]:
         n = max(int(self.count.item()), 1)
         out = {f"{split}/acc": accuracy(self.cm), f"{split}/f1": macro_f1(self.cm), f"{split}/loss": self.loss_sum.item() / n}
-        accs = {m: accuracy(cm) for m, cm in self.cm_mod.items()}
+        # modalities without per-modality logits have empty confusion matrices and are not reported
+        accs = {m: accuracy(cm) for m, cm in self.cm_mod.items() if cm.sum() > 0}
         for m, a in accs.items():
             out[f"{split}/acc/{m}"] = a
-        scores = {m: self.scores[i].item() for i, m in enumerate(self.modalities)}
-        if len(self.modalities) > 1:
+        scores = {m: self.scores[i].item() for i, m in enumerate(self.modalities) if m in accs}
+        if len(accs) > 1:
             out[f"{split}/imbalance/score_ratio"] = score_ratio(scores)
             out[f"{split}/imbalance/acc_gap"] = acc_gap(accs)
         for s, cm in self.cm_missing.items():

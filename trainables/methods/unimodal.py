@@ -1,9 +1,10 @@
 """One modality alone: the upper reference for what a modality can learn without interference.
 
 Only the chosen modality's encoder and a linear classifier on its features are built and trained.
-Evaluation reports the same schema as the multimodal methods: the fused logits *are* the chosen
-modality's logits; the other modalities' logits are uniform (they are not modelled), so their
-per-modality accuracy is chance by construction.
+The fused logits *are* the chosen modality's logits. Only that modality has per-modality logits, so
+only ``*/acc/<modality>`` of the chosen one is reported: no per-modality accuracy or imbalance ratio
+is made up for modalities the model never sees. Missing-modality evaluation still runs (a subset
+without the chosen modality gives the model a zero input).
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ class UnimodalModel(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
         feat = self.encoders[self.modality](inputs[self.modality])
         logits = self.head(feat)
-        uniform = torch.zeros_like(logits)
-        per = {m: (logits if m == self.modality else uniform) for m in self.modalities}
-        return ModelOutput(logits=logits, modality_logits=per, features={self.modality: feat})
+        return ModelOutput(logits=logits, modality_logits={self.modality: logits}, features={self.modality: feat})
 
 
 @register_method("unimodal")
