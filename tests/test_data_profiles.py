@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from fixtures_data import build_ave, build_kinetics_sounds, build_modelnet40, build_ucf101
@@ -113,3 +115,30 @@ def test_modelnet40_missing_view_is_reported(tmp_path):
     next(tmp_path.glob("airplane/train/*_v007.png")).unlink()
     with pytest.raises(DataError, match=r"train.txt, line 1: file .*airplane_0000_v007.png not found"):
         build("modelnet40", tmp_path)
+
+
+PROFILE_OF = {"cremad": "mla", "kinetics_sounds": "balancebench"}
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_a_sweep_per_dataset_validates(tmp_path, name, capsys):
+    from orchestrator.cli import main
+
+    data = {"image_size": 64, "on_error": "skip", **({"profile": PROFILE_OF[name]} if name in PROFILE_OF else {})}
+    sweep = {
+        "experiment": f"{name}-smoke",
+        "dataset": name,
+        "data_root": "/data/x",
+        "data": data,
+        "epochs": 2,
+        "methods": {"joint": {}},
+        "seeds": [0, 1],
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(sweep))  # JSON is YAML
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    assert "ok: 2 trials" in capsys.readouterr().out
+    sweep["data"]["num_frames"] = 0
+    path.write_text(json.dumps(sweep))
+    assert main(["validate", str(path)]) == 1
+    assert "data.num_frames: got 0" in capsys.readouterr().err
