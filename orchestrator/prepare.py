@@ -241,6 +241,15 @@ def prepare(
     items = cremad_items(Path(raw), Path(lists or raw), p)
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
+    stamp = work / "params.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != asdict(p):
+        # finished clips of an interrupted run with other params must not be mixed into this one
+        raise ConfigError(
+            "--out",
+            f"{work} holds an unfinished prepare with other params {stamp.read_text()}; "
+            "rerun with those params to resume, or delete that folder to start afresh",
+        )
+    atomic_write_text(stamp, json.dumps(asdict(p), sort_keys=True))
     todo = [it for it in items if not (work / f"{it['id']}.npz").is_file() and not (work / f"{it['id']}.skip.json").is_file()]
     log(f"prepare cremad: {len(items)} clips, {len(items) - len(todo)} already done, {len(todo)} to do")
     jobs = [(it, p, str(work)) for it in todo]

@@ -98,6 +98,8 @@ def test_interrupted_prepare_resumes_to_identical_output(raw, prepared, tmp_path
     assert not (out / "manifest.json").exists() and len(list((out / ".work").glob("*.npz"))) == 5
     with pytest.raises(DataError, match="not a finished `mmbal prepare cremad` output"):
         build(out)
+    with pytest.raises(ConfigError, match=r"\.work holds an unfinished prepare with other params"):
+        prep.prepare(raw[0], out, prep.PrepareParams(size=48), log=lambda s: None)
     monkeypatch.setattr(prep, "process", lambda item, p: calls.append(item["id"]) or real(item, p))
     prep.prepare(raw[0], out, params, log=lambda s: None)
     assert len(calls) == 18 and len(set(calls)) == 18  # the 5 finished clips were not redone

@@ -25,6 +25,7 @@ set (we carve a validation split from train). ``audio_dir`` / ``visual_dir`` ove
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,7 +64,7 @@ class CremaDParams(RealDataParams):
             raise ConfigError("hop", "audio params: audio_seconds > 0, audio_rate >= 1000, n_fft >= 8, 0 < hop <= n_fft")
 
 
-def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: str) -> callable:
+def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: str) -> Callable[[Row], Sample]:
     ext = {"ogm_ge": ".wav", "mla": ".npy", "pmr": ".pkl"}[profile]
 
     def resolve(row: Row) -> Sample:
