@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,11 +189,21 @@ class LazyDataset(Dataset):
 def verify(samples: list[Sample], loaders: dict[str, Loader], issues: Issues, split: str) -> list[Sample]:
     """Decode every sample once (``on_error: skip``) so that corrupt files are known and counted before training."""
     probe = LazyDataset(samples, loaders, train=False)
-    good = []
-    for i, s in enumerate(samples):
+
+    def check(i: int) -> SampleError | None:
         try:
             probe.load(i)
-            good.append(s)
         except SampleError as err:
+            return err
+        return None
+
+    # decoding (PIL, numpy, torch STFT) releases the GIL for most of its time: a few threads help
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        errors = list(pool.map(check, range(len(samples))))
+    good = []
+    for s, err in zip(samples, errors, strict=True):
+        if err is None:
+            good.append(s)
+        else:
             issues.handle(err, split)
     return good
