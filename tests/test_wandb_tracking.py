@@ -1,0 +1,144 @@
+"""W&B: offline runs written by a (local-mode) sweep, read back from the ``.wandb`` files themselves."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from orchestrator.commands import sync
+from orchestrator.execution import run_sweep
+from orchestrator.sweep_spec import TrackingSpec, parse_sweep
+from orchestrator.tracking import make_tracker, offline_runs, resolve_mode
+
+FAKE_KEY = "f" * 36 + "0123"  # what a 40-character API key looks like; must never reach a file
+
+
+def read_wandb_records(path: Path) -> list:
+    """Records of a ``.wandb`` file: W&B's LevelDB-style log (7-byte header, 32 KiB blocks, chunks of
+    crc32/len16/type8 + protobuf ``Record``). wandb 0.31 ships no Python reader of its own."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    out, pos, block, pending = [], 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (2, 3):  # first / middle piece of a record split across blocks
+            pending += chunk
+            continue
+        if kind not in (1, 4):
+            continue
+        rec = pb.Record()
+        rec.ParseFromString(pending + chunk)
+        pending = b""
+        out.append(rec)
+    return out
+
+
+def history(records: list) -> list[dict[str, float]]:
+    import json
+
+    rows = []
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item})
+    return rows
+
+
+def sweep_raw(tmp_path: Path, tracking) -> dict:
+    return {
+        "experiment": "wb",
+        "results": str(tmp_path / "results"),
+        "dataset": "mfeat",
+        "epochs": 2,
+        "seeds": [0],
+        "data": {"train_per_class": 5, "val_per_class": 4, "test_per_class": 4},
+        "model": {"feature_dim": 16},
+        "execution": {"mode": "local"},
+        "tracking": tracking,
+        "methods": {"joint": {}, "unimodal": {"params": {"modality": "fou"}}},
+    }
+
+
+def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    sweep = parse_sweep(sweep_raw(tmp_path, {"backend": "wandb", "project": "p"}))
+    run_sweep(sweep)
+    runs = offline_runs(sweep.results_dir)
+    assert [p.name.startswith("offline-run-") for p in runs] == [True, True]
+    seen = {}
+    for folder in runs:
+        (wandb_file,) = folder.glob("*.wandb")
+        recs = read_wandb_records(wandb_file)
+        (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
+        metrics = {
+            (r.metric.name, r.metric.glob_name, r.metric.step_metric) for r in recs if r.WhichOneof("record_type") == "metric"
+        }
+        assert ("", "*", "epoch") in metrics  # every curve is drawn against epoch
+        rows = history(recs)
+        assert [row["epoch"] for row in rows] == [1, 2]
+        # joint reports both modalities and their imbalance; unimodal (fou alone) its one modality
+        per_epoch = {"val/acc", "val/acc/fou", "train/loss"} | (
+            {"val/acc/pix", "val/imbalance/score_ratio"} if run.job_type == "joint" else set()
+        )
+        for row in rows:
+            assert per_epoch <= set(row), set(row)
+        assert {"test/acc/fou", "test/missing/pix/acc", "test/missing/fou/acc"} <= set(rows[-1])
+        seen[run.job_type] = (run.run_group, run.display_name, rows[-1]["val/acc/fou"])
+    assert set(seen) == {"joint", "unimodal"}
+    assert all(group == "wb" for group, _, _ in seen.values())
+    # the curves are the results folder's rows, value for value
+    import json
+
+    trial = sweep.results_dir / "trials" / seen["joint"][1]
+    last = json.loads((trial / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["val/acc/fou"] == pytest.approx(seen["joint"][2])
+    # the API key reaches no file: not the configs, results, W&B run files or logs
+    for f in sweep.results_dir.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert FAKE_KEY.encode() not in f.read_bytes(), f
+
+
+def test_wandb_failure_never_fails_a_trial(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise TimeoutError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = parse_sweep(sweep_raw(tmp_path, "wandb"))
+    out = run_sweep(sweep)
+    assert out["status"] and set(out["status"].values()) == {"completed"}
+    assert len(list((sweep.results_dir / "trials").glob("*/summary.json"))) == 2
+    err = capsys.readouterr().err
+    assert err.count("W&B init failed (TimeoutError: no network)") == 1
+
+
+def test_tracking_none_writes_no_wandb_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    sweep = parse_sweep({**sweep_raw(tmp_path, "none"), "methods": {"joint": {}}})
+    run_sweep(sweep)
+    assert not (sweep.results_dir / "wandb").exists()
+    with pytest.raises(Exception, match="no W&B runs"):
+        sync.run(type("A", (), {"experiment": "wb", "results": str(tmp_path / "results"), "dry_run": True})())
+
+
+def test_mode_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert resolve_mode(TrackingSpec()) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    assert resolve_mode(TrackingSpec()) == "online"
+    assert resolve_mode(TrackingSpec(mode="offline")) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode(TrackingSpec(mode="online")) == "disabled"
+    assert type(make_tracker(TrackingSpec(), "e", tmp_path)).__name__ == "Tracker"  # disabled = no W&B at all
