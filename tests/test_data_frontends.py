@@ -70,15 +70,16 @@ def test_pickled_features_load_arrays_but_refuse_code(tmp_path):
     assert e.value.kind == "corrupt" and "list.txt, line 3" in str(e.value)
 
 
-def test_frame_picks_are_sorted_seeded_and_centred_for_eval():
+def test_frame_picks_one_per_segment_seeded_and_centred_for_eval():
     assert pick_frames(10, 3, train=False) == [1, 5, 8]  # floor((i + 0.5) * 10 / 3)
     assert pick_frames(2, 3, train=False) == [0, 1, 1]
     g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     a, b = pick_frames(10, 3, True, g()), pick_frames(10, 3, True, g())
-    assert a == b == sorted(a) and len(set(a)) == 3
-    assert a == sorted(torch.randperm(10, generator=g())[:3].tolist())
-    draws = {tuple(pick_frames(10, 3, True, torch.Generator().manual_seed(s))) for s in range(20)}
-    assert len(draws) > 5  # training picks really vary
+    assert a == b  # seeded
+    draws = [pick_frames(10, 3, True, torch.Generator().manual_seed(s)) for s in range(60)]
+    # segments [0, 3), [3, 6), [6, 10): one frame in each, every frame reachable
+    assert all(0 <= d[0] < 3 <= d[1] < 6 <= d[2] < 10 for d in draws)
+    assert {f for d in draws for f in d} == set(range(10))
     assert pick_frames(1, 3, True, g()) == [0, 0, 0]
 
 

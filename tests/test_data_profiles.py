@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from fixtures_data import build_ave, build_kinetics_sounds, build_modelnet40, build_ucf101
@@ -37,26 +38,27 @@ def test_every_real_dataset_needs_a_root_and_validates_on_error(name):
 def test_kinetics_sounds_profiles(tmp_path, profile):
     clips = build_kinetics_sounds(tmp_path, profile)
     b = build("kinetics_sounds", tmp_path, profile=profile)
-    expected = ["bowling", "playing bagpipes", "tickling"] if profile == "ogm_ge" else ["playing bagpipes", "bowling", "tickling"]
-    assert b.class_names == expected and sizes(b) == (6, 3, 3)
+    assert b.num_classes == 31 and b.class_names[30] == "30" and sizes(b) == (6, 3, 3)
     x = b.test[0]["inputs"]
     assert x["audio"].shape == (1, 128, 1024) and x["visual"].shape == (3, 3, 32, 32)
     truth = dict(clips["train"] + clips["test"])
-    assert all(b.class_names[s.label] == truth[s.id] for d in (b.train, b.val, b.test) for s in d.samples)
+    assert all(s.label == truth[s.id] for d in (b.train, b.val, b.test) for s in d.samples)
+    stored = np.load(tmp_path / b.info["audio_dir"].format(split="test") / f"{b.test.samples[0].id}.npy")
+    assert torch.equal(x["audio"][0], torch.from_numpy(stored).T)  # [T, F] file fed as [F, T]
 
 
 def test_kinetics_sounds_label_outside_class_list(tmp_path):
     build_kinetics_sounds(tmp_path)
-    with open(tmp_path / "test.csv", "a") as fh:
-        fh.write("ytXXXX_0_10,10,juggling\n")
-    with pytest.raises(DataError, match=r"test.csv, line 4: label 'juggling' is not in the class list"):
+    with open(tmp_path / "my_test.txt", "a") as fh:
+        fh.write("ytXXXX_0_10,10,31\n")
+    with pytest.raises(DataError, match=r"my_test.txt, line 4: label '31' is not a class index 0..30"):
         build("kinetics_sounds", tmp_path)
 
 
 def test_ave_official_val_duplicates_and_feature_shape(tmp_path):
     build_ave(tmp_path)
     b = build("ave", tmp_path)
-    assert b.class_names == ["Church bell", "Dog", "Frying (food)"] and sizes(b) == (9, 6, 6)
+    assert b.class_names == ["Frying (food)", "Dog", "Church bell"] and sizes(b) == (9, 6, 6)  # testSet.txt order
     assert b.info["duplicates_removed"] == {"train": 1} and b.info["val"]["source"] == "official validation list"
     x = b.train[0]["inputs"]
     assert x["audio"].shape == (1, 257, 1004) and x["visual"].shape == (4, 3, 32, 32)
@@ -67,11 +69,11 @@ def test_ave_official_val_duplicates_and_feature_shape(tmp_path):
 
 def test_ave_bad_category_names_the_row(tmp_path):
     build_ave(tmp_path)
-    with open(tmp_path / "testSet.txt", "a") as fh:
+    with open(tmp_path / "valSet.txt", "a") as fh:
         fh.write("Helicopter&vid99999&good&0&10\n")
-    with pytest.raises(DataError, match=r"testSet.txt, line 7: category 'Helicopter'"):
+    with pytest.raises(DataError, match=r"valSet.txt, line 7: category 'Helicopter' is not among the 3 categories of testSet"):
         build("ave", tmp_path)
-    assert build("ave", tmp_path, on_error="skip").info["skipped"] == {"test": {"label": 1}}
+    assert build("ave", tmp_path, on_error="skip").info["skipped"] == {"val": {"label": 1}}
 
 
 def test_ucf101_rgb_and_flow_stack(tmp_path):
@@ -106,15 +108,19 @@ def test_modelnet40_front_and_rear_views(tmp_path):
     grey = lambda t: (t[0].mean() * 0.229 + 0.485) * 255  # noqa: E731 - undo the red normalisation
     assert abs(grey(x["front"]) - 10) < 2 and abs(grey(x["rear"]) - 70) < 2  # v001 and v007 renders
     assert sorted({s.label for s in b.test.samples}) == [0, 1, 39]
-    assert view_path("a/b_v001.png", "v007") == "a/b_v007.png" and view_path("v001/x.png", "v007") is None
+    assert view_path("a/b.obj.shaded_v001.png", "v007") == "a/b.obj.shaded_v007.png" and view_path("v001/x.png", "v007") is None
     assert CLASSES.index("night_stand") == 23
 
 
 def test_modelnet40_missing_view_is_reported(tmp_path):
     build_modelnet40(tmp_path)
-    next(tmp_path.glob("airplane/train/*_v007.png")).unlink()
-    with pytest.raises(DataError, match=r"train.txt, line 1: file .*airplane_0000_v007.png not found"):
+    (tmp_path / "airplane/train/airplane_0000.obj.shaded_v007.png").unlink()
+    with pytest.raises(DataError, match=r"train.txt, line 1: file .*airplane_0000.obj.shaded_v007.png not found"):
         build("modelnet40", tmp_path)
+    with pytest.raises(
+        DataError, match=r"train.txt, line 1: path '../modelnet40_images_new_12x/airplane.*' escapes the data root"
+    ):
+        build("modelnet40", tmp_path, list_prefix="")
 
 
 PROFILE_OF = {"cremad": "mla", "kinetics_sounds": "balancebench"}

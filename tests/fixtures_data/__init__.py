@@ -68,19 +68,21 @@ def build_cremad_ogm(
             if layout == "ogm_ge":
                 write_wav(root / "AudioWAV" / f"{c}.wav", tone(seconds, 16000, 200 + 100 * CREMAD.index(lab), i))
             else:
-                (root / "AudioSpec").mkdir(parents=True, exist_ok=True)
+                (root / "Audio-1004").mkdir(parents=True, exist_ok=True)
                 spec = np.random.default_rng(i).standard_normal((257, 40)).astype(np.float32)
-                (root / "AudioSpec" / f"{c}.pkl").write_bytes(pickle.dumps(spec))
+                (root / "Audio-1004" / f"{c}.pkl").write_bytes(pickle.dumps(spec))
             write_frames(root / "Image-01-FPS" / c, frames)
     return clips
 
 
 def build_cremad_mla(root: Path, train: int = 3, test: int = 1, frames: int = 4) -> dict[str, list[tuple[str, str]]]:
-    """MLA layout: ``my_{split}_cre.txt`` rows ``<clip>.flv <LABEL>``, fbank ``.npy`` [T, 128], frames per split."""
+    """MLA layout: ``my_{split}_cre.txt`` rows ``<clip>.flv <label index>``, fbank ``.npy`` [T, 128], frames per split."""
     clips = cremad_clips({"train": train, "test": test})
     for split, rows in clips.items():
         root.mkdir(parents=True, exist_ok=True)
-        (root / f"my_{split}_cre.txt").write_text("".join(f"{c}.flv {lab}\n" for c, lab in rows))
+        (root / f"my_{split}_cre.txt").write_text(
+            "".join(f"{c}.flv {CREMAD.index(lab)}\n" for c, lab in rows)
+        )  # MLA writes indices
         for i, (c, _) in enumerate(rows):
             p = root / "audio" / f"{split}_fbank" / f"{c}.npy"
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -90,33 +92,30 @@ def build_cremad_mla(root: Path, train: int = 3, test: int = 1, frames: int = 4)
 
 
 def build_kinetics_sounds(
-    root: Path,
-    profile: str = "ogm_ge",
-    classes: tuple[str, ...] = ("playing bagpipes", "bowling", "tickling"),
-    train: int = 3,
-    test: int = 1,
-) -> dict[str, list[tuple[str, str]]]:
-    """Kinetics-Sounds: ``{split}.csv`` (ogm_ge) or ``class.txt`` + ``{split}.txt`` (balancebench), fbank .npy, frames."""
-    root.mkdir(parents=True, exist_ok=True)
-    out: dict[str, list[tuple[str, str]]] = {}
-    if profile == "balancebench":
-        (root / "class.txt").write_text(",".join(classes) + "\n")
+    root: Path, profile: str = "ogm_ge", labels: tuple[int, ...] = (4, 27, 30), train: int = 3, test: int = 1
+) -> dict[str, list[tuple[str, int]]]:
+    """Kinetics-Sounds: OGM-GE ``my_{split}.txt`` rows ``clip,10,idx`` or BalanceBenchmark ``ks_{split}_overlap.txt``
+    rows ``clip idx``; fbank ``.npy`` [1024, 128]; 1-fps ``frame_0000k.jpg`` folders, in each profile's folders."""
+    out: dict[str, list[tuple[str, int]]] = {}
     k = 0
     for split, n in (("train", train), ("test", test)):
+        adir, vdir = (
+            ("audio/" + split, "visual/" + split) if profile == "ogm_ge" else (f"{split}_spec", f"{split}-frames-1fps/{split}")
+        )
         out[split] = []
-        for c in classes:
+        for lab in labels:
             for _ in range(n):
-                clip = f"yt{k:04d}_{10 * k}_{10 * k + 10}"
-                out[split].append((clip, c))
-                p = root / "audio" / split / f"{clip}.npy"
+                clip = f"-yt{k:04d}_{10 * k:06d}_{10 * k + 10:06d}"
+                out[split].append((clip, lab))
+                p = root / adir / f"{clip}.npy"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 np.save(p, np.random.default_rng(k).standard_normal((1024, 128)).astype(np.float32))
-                write_frames(root / "visual" / split / clip, 4, name="frame_{i:05d}.jpg")
+                write_frames(root / vdir / clip, 4, name="frame_{i:05d}.jpg")
                 k += 1
         if profile == "ogm_ge":
-            (root / f"{split}.csv").write_text("".join(f"{c},10,{lab}\n" for c, lab in out[split]))
+            (root / f"my_{split}.txt").write_text("".join(f"{c},10,{lab}\n" for c, lab in out[split]))
         else:
-            (root / f"{split}.txt").write_text("".join(f"{c},{classes.index(lab)}\n" for c, lab in out[split]))
+            (root / f"ks_{split}_overlap.txt").write_text("".join(f"{c} {lab}\n" for c, lab in out[split]))
     return out
 
 
@@ -129,7 +128,7 @@ def build_ave(
     k = 0
     for split, n in (("train", per + 1), ("val", per), ("test", per)):
         rows = []
-        for c in classes:
+        for c in reversed(classes) if split == "test" else classes:  # DI-MML numbers classes in testSet order
             for _ in range(n):
                 vid = f"vid{k:05d}"
                 rows.append(f"{c}&{vid}&good&0&10")
@@ -165,17 +164,18 @@ def build_ucf101(
 
 
 def build_modelnet40(root: Path, labels: tuple[int, ...] = (0, 1, 39), train: int = 3, test: int = 1) -> None:
-    """ModelNet40 (DI-MML): ``{split}.txt`` rows ``<class>/<split>/<name>_v001.png\\t<label>`` with 12 views per object."""
+    """ModelNet40 (DI-MML): ``{split}.txt`` rows ``../modelnet40_images_new_12x/<class>/<split>/<name>.obj.shaded_v001.png``
+    TAB ``<label>``, 12 views per object under ``root`` (= the modelnet40_images_new_12x folder)."""
     from trainables.data.modelnet40 import CLASSES
 
     for split, n in (("train", train), ("test", test)):
         rows = []
         for lab in labels:
             for j in range(n):
-                stem = f"{CLASSES[lab]}/{split}/{CLASSES[lab]}_{j:04d}"
+                stem = f"{CLASSES[lab]}/{split}/{CLASSES[lab]}_{j:04d}.obj.shaded"
                 for v in range(1, 13):
                     write_image(root / f"{stem}_v{v:03d}.png", 10 * v, size=16)
-                rows.append(f"{stem}_v001.png\t{lab}")
+                rows.append(f"../modelnet40_images_new_12x/{stem}_v001.png\t{lab}")  # as DI-MML's lists
         (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
 
 

@@ -6,7 +6,7 @@ of ``[257, 1004]`` (numpy arrays only are unpickled); frames ``Image-01-FPS-SE/<
 
 AVE lists some videos more than once (several annotated events); as in DI-MML, an id is kept once
 (its first row) per split and the number of removed duplicates is recorded in ``info``. Classes are
-the sorted categories of the training list. AVE ships a validation list: it is the validation split
+numbered in order of first appearance in ``testSet.txt``, as DI-MML does. AVE ships a validation list: it is the validation split
 unless ``official_val`` is false, in which case a stratified fraction of train is carved as usual.
 """
 
@@ -52,13 +52,18 @@ class AVE(DatasetSpec):
     def build(self, params: AVEParams, root: str | None, seed: int) -> DataBundle:
         base = Path(root or ".")
         issues = Issues(params.on_error)
-        classes = sorted({r.fields[0] for r in _rows(base / "trainSet.txt", {}, "train") if isinstance(r, Row)})
+        classes: list[str] = []
+        for r in read_rows(base / "testSet.txt", SplitRows("&"), 2):
+            if isinstance(r, Row) and r.fields[1].lower() != "videoid" and r.fields[0] not in classes:
+                classes.append(r.fields[0])
         removed: dict[str, int] = {}
 
         def resolve(row: Row) -> Sample:
             cat, vid = row.fields[0], row.fields[1]
             if cat not in classes:
-                raise SampleError("label", f"{row.where}: category {cat!r} is not among the {len(classes)} training categories")
+                raise SampleError(
+                    "label", f"{row.where}: category {cat!r} is not among the {len(classes)} categories of testSet.txt"
+                )
             files = {
                 "audio": require(safe_path(base, params.audio_dir, vid + ".pkl", where=row.where), row.where),
                 "visual": require(safe_path(base, params.visual_dir, vid, where=row.where), row.where, True),

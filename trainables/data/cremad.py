@@ -7,18 +7,19 @@ Labels (all profiles, as the references): NEU HAP SAD FEA DIS ANG -> 0..5.
     ``AudioWAV/<clip>.wav`` (16 kHz) turned into OGM-GE's log-STFT (22,050 Hz, tiled to 3 s,
     n_fft 512, hop 353 -> 257 x 188); frames ``Image-01-FPS/<clip>/*.jpg``, 1 frame.
 ``mla`` (MLA, CVPR 2024)
-    ``my_train_cre.txt`` / ``my_test_cre.txt`` rows ``<clip>.flv <LABEL>``; Kaldi fbank ``.npy``
+    ``my_train_cre.txt`` / ``my_test_cre.txt`` rows ``<clip>.flv <label>`` (index 0-5 or code); Kaldi fbank ``.npy``
     ``audio/{split}_fbank/<clip>.npy`` stored ``[1024, 128]`` (time first, fed as ``[1, 128, 1024]``);
     frames ``visual/{split}_imgs/Image-01-FPS/<clip>/``, 3 frames.
-``pmr`` (PMR / DI-MML)
-    OGM-GE's csv; pickled spectrograms ``[257, 1004]`` at ``AudioSpec/<clip>.pkl`` (numpy arrays
-    only are unpickled); frames as ``ogm_ge``; 3 frames.
+``pmr`` or ``dimml`` (PMR / DI-MML)
+    OGM-GE's csv; pickled spectrograms ``[257, 1004]`` at ``Audio-1004/<clip>.pkl`` (numpy arrays
+    only are unpickled); frames as ``ogm_ge``; 3 frames. (DI-MML draws its frames with a fixed
+    ``np.random.seed(999)``, i.e. the same frames every epoch; we pick as for the other profiles.)
 ``prepared``
     the output of ``mmbal prepare cremad`` (see :mod:`trainables.data.prepared`).
 
 Where the references differ from us: they silently drop listed clips whose files are missing (we
 raise, or skip and count with ``on_error: skip``); OGM-GE loads the first frames in directory order
-(we pick from the sorted list, see :mod:`trainables.data.frames`); they select models on the test
+(we pick one frame per segment of the sorted list, see :mod:`trainables.data.frames`); they select models on the test
 set (we carve a validation split from train). ``audio_dir`` / ``visual_dir`` override the folders
 (``{split}`` is replaced by ``train`` or ``test``).
 """
@@ -43,13 +44,16 @@ CLASSES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 PROFILES = {  # list files, row separator, audio folder, frame folder, reference frame count
     "ogm_ge": ("{split}.csv", ",", "AudioWAV", "Image-01-FPS", 1),
     "mla": ("my_{split}_cre.txt", None, "audio/{split}_fbank", "visual/{split}_imgs/Image-01-FPS", 3),
-    "pmr": ("{split}.csv", ",", "AudioSpec", "Image-01-FPS", 3),
+    "pmr": ("{split}.csv", ",", "Audio-1004", "Image-01-FPS", 3),
 }
+PROFILES["dimml"] = PROFILES["pmr"]  # the same layout under its other name
 
 
 @dataclass(frozen=True)
 class CremaDParams(RealDataParams):
-    profile: Literal["ogm_ge", "mla", "pmr", "prepared"] = knob("ogm_ge", "reference layout of data_root (see the module doc)")
+    profile: Literal["ogm_ge", "mla", "pmr", "dimml", "prepared"] = knob(
+        "ogm_ge", "reference layout of data_root (see the module doc)"
+    )
     audio_dir: str | None = knob(None, "audio folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folder under data_root; None = the profile's")
     audio_seconds: float = knob(3.0, "ogm_ge: clip length after tiling, seconds")
@@ -65,14 +69,16 @@ class CremaDParams(RealDataParams):
 
 
 def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: str) -> Callable[[Row], Sample]:
-    ext = {"ogm_ge": ".wav", "mla": ".npy", "pmr": ".pkl"}[profile]
+    ext = {"ogm_ge": ".wav", "mla": ".npy"}.get(profile, ".pkl")
 
     def resolve(row: Row) -> Sample:
         clip, label = row.fields[0], row.fields[1]
         if profile == "mla":
             clip = clip.removesuffix(".flv")
+        if label.isdigit() and int(label) < len(CLASSES):  # MLA's lists give the index, OGM-GE's the code
+            label = CLASSES[int(label)]
         if label not in CLASSES:
-            raise SampleError("label", f"{row.where}: label {label!r} is not one of {' '.join(CLASSES)}")
+            raise SampleError("label", f"{row.where}: label {label!r} is not one of {' '.join(CLASSES)} (or 0-5)")
         files = {
             "audio": safe_path(root, audio_dir.format(split=split), clip + ext, where=row.where),
             "visual": safe_path(root, visual_dir.format(split=split), clip, where=row.where),

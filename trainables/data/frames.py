@@ -4,10 +4,11 @@ Frame pick. The OGM-GE loader draws a random index and then ignores it: it loads
 ``fps`` files in ``os.listdir`` order (arbitrary, file-system dependent). We list the folder in
 natural sort order and pick:
 
-* training: ``k`` distinct frames uniformly at random, kept in temporal order, drawn from torch's
-  RNG (the loop seeds it; DataLoader workers derive their seeds from it), so a run is reproducible
-  for a given seed and worker count; with fewer than ``k`` frames, picks repeat;
-* evaluation: the centres of ``k`` equal segments, ``floor((i + 0.5) * n / k)`` - no randomness.
+* training: the clip is cut into ``k`` equal segments and one frame is drawn uniformly in each
+  (TSN-style, as BalanceBenchmark's Kinetics-Sounds loader), so picks are distinct and in temporal
+  order; drawn from torch's RNG (the loop seeds it; DataLoader workers derive their seeds from it),
+  so a run is reproducible for a given seed and worker count; with fewer than ``k`` frames, picks repeat;
+* evaluation: the centre of each segment, ``floor((i + 0.5) * n / k)`` - no randomness.
 
 Images are resized and normalised with the ImageNet statistics like the references; training adds
 ``RandomResizedCrop`` + horizontal flip when ``augment`` is on (OGM-GE's training transform).
@@ -45,13 +46,10 @@ def list_frames(folder: Path, where: str) -> list[Path]:
 
 
 def pick_frames(n: int, k: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
-    """Indices of ``k`` frames out of ``n`` (see the module docstring)."""
+    """Indices of ``k`` frames out of ``n``: one per equal segment (see the module docstring)."""
+    bounds = [(int(np.floor(i * n / k)), max(int(np.floor((i + 1) * n / k)), int(np.floor(i * n / k)) + 1)) for i in range(k)]
     if train:
-        if n >= k:
-            idx = torch.randperm(n, generator=generator)[:k]
-        else:
-            idx = torch.randint(n, (k,), generator=generator)
-        return sorted(int(i) for i in idx)
+        return [lo + int(torch.randint(hi - lo, (), generator=generator)) for lo, hi in bounds]
     return [int(np.floor((i + 0.5) * n / k)) for i in range(k)]
 
 

@@ -2,9 +2,11 @@
 
 12-view renders (MVCNN style, one PNG per view: ``..._v001.png`` .. ``..._v012.png``); view
 ``v001`` is the ``front`` modality and ``v007`` (the opposite camera) the ``rear`` one. List files
-``train.txt`` / ``test.txt`` rows ``<path>\\t<label>``, where ``<path>`` is one view's image path
-relative to data_root and ``<label>`` the 0-based index in the standard alphabetical class order
-below; the other view's path is found by replacing the last ``vNNN`` of the file name.
+``train.txt`` / ``test.txt`` rows ``<path>\\t<label>``, where ``<path>`` is the ``v001`` image as
+DI-MML lists it (``../modelnet40_images_new_12x/airplane/train/airplane_0001.obj.shaded_v001.png``;
+``list_prefix`` is removed, the rest is read under data_root, i.e. data_root is the
+``modelnet40_images_new_12x`` folder) and ``<label>`` the 0-based index in the alphabetical class
+order below; the other view is found by replacing the last ``vNNN`` of the file name.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ VIEW = re.compile(r"v\d{3}")
 class ModelNet40Params(RealDataParams):
     front_view: str = knob("v001", "view used as the front modality")
     rear_view: str = knob("v007", "view used as the rear modality")
+    list_prefix: str = knob("../modelnet40_images_new_12x/", "prefix removed from the list's image paths (DI-MML's lists)")
     train_list: str = knob("train.txt", "training list under data_root")
     test_list: str = knob("test.txt", "test list under data_root")
 
@@ -63,6 +66,7 @@ class ModelNet40(DatasetSpec):
 
         def resolve(row: Row) -> Sample:
             path, label = row.fields[0], row.fields[1]
+            path = path.removeprefix(params.list_prefix) if params.list_prefix else path
             if not label.isdigit() or int(label) >= len(CLASSES):
                 raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(CLASSES) - 1}")
             front, rear = view_path(path, params.front_view), view_path(path, params.rear_view)

@@ -2,10 +2,12 @@
 
 ``classInd.txt`` rows ``<1-based index> <ClassName>``; ``trainlist0K.txt`` rows
 ``<ClassName>/v_<...>.avi <1-based index>``; ``testlist0K.txt`` rows ``<ClassName>/v_<...>.avi``
-(the class comes from the folder part). Frames: ``jpegs_256/v_<...>/frame%06d.jpg`` (RGB, 1 frame
-by default) and ``tvl1_flow/{u,v}/v_<...>/frame%06d.jpg`` (grey JPEGs, ``flow_frames`` consecutive
-frames stacked as ``[k, 2, H, W]``, u and v as channels; a random window when training, the
-centred one otherwise). Modalities: ``rgb`` and ``flow``.
+(the class comes from the folder part; a label, as in DI-MML's ``testlist001.txt``, must agree).
+Frames: ``jpegs_256/v_<...>/frame%06d.jpg`` (RGB, 1 frame by default) and
+``tvl1_flow/{u,v}/v_<...>/frame%06d.jpg`` (grey JPEGs, ``flow_frames`` consecutive frames stacked
+as ``[k, 2, H, W]``, u and v as channels; a random window when training, the centred one
+otherwise). Modalities: ``rgb`` and ``flow``. DI-MML draws RGB frames inside the flow window with a
+fixed seed; our RGB pick is independent of the flow window (one frame per segment of the clip).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from trainables.params import knob
 @dataclass(frozen=True)
 class UCF101Params(RealDataParams):
     split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
+    test_list: str | None = knob(None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)")
     flow_frames: int = knob(10, "consecutive optical-flow frames per sample")
     rgb_dir: str = knob("jpegs_256", "RGB frame folders under data_root")
     flow_dir: str = knob("tvl1_flow", "flow folders under data_root (with u/ and v/)")
