@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.methods import METHODS
 from trainables.reporting import atomic_write_text, dumps
 
 SEED_KEYS = ("seed",)
@@ -50,7 +51,11 @@ class TrialRecord:
 
     @property
     def method(self) -> str:
-        return self.config.get("method", "?")
+        """The method's name, with its variant (``unimodal:pix``) where the method declares one."""
+        name = self.config.get("method", "?")
+        variant = METHODS.get(name).variant_param if name in METHODS else None
+        value = self.config.get("params", {}).get(variant) if variant else None
+        return f"{name}:{value}" if value else name
 
     @property
     def seed(self) -> int:

@@ -89,6 +89,9 @@ class BalancingMethod:
 
     Params: ClassVar[type] = NoParams
     name: ClassVar[str] = ""
+    # A parameter whose values are different models rather than hyperparameters of one (``unimodal``'s
+    # ``modality``): reports show each value as its own row, ``name:value``, instead of picking one.
+    variant_param: ClassVar[str | None] = None
 
     def __init__(self, params: Any, ctx: MethodContext) -> None:
         self.params = params

@@ -45,6 +45,7 @@ class UnimodalModel(nn.Module):
 @register_method("unimodal")
 class Unimodal(BalancingMethod):
     Params = UnimodalParams
+    variant_param = "modality"
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
         modality = self.params.modality or spec.modalities[0]
