@@ -35,6 +35,11 @@ def test_ogm_spectrogram_clips_to_one_and_tiles_short_clips():
     assert spec.shape == (257, 188)
     assert spec[0, 50].item() == pytest.approx(np.log(256.0), abs=1e-4)  # DC bin = sum of the Hann window
     assert tile_clip(np.array([0.5, 2.0, -3.0]), 7).tolist() == [0.5, 1.0, -1.0, 0.5, 1.0, -1.0, 0.5]
+    # the first frame is centred on sample 0: half of the window sees padding (zeros vs the mirrored signal)
+    w = torch.hann_window(512)
+    assert spec[0, 0].item() == pytest.approx(np.log(w[256:].sum().item()), abs=1e-4)
+    reflected = ogm_spectrogram(np.full(rate // 2, 2.0), rate, pad_mode="reflect")
+    assert reflected[0, 0].item() == pytest.approx(np.log(256.0), abs=1e-4) and torch.equal(reflected[:, 1:-1], spec[:, 1:-1])
 
 
 def test_wav_reader_and_resampled_spectrogram_shape(tmp_path):

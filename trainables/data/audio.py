@@ -73,14 +73,22 @@ def tile_clip(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def ogm_spectrogram(
-    x: np.ndarray, rate: int, target_rate: int = 22050, seconds: float = 3.0, n_fft: int = 512, hop: int = 353
+    x: np.ndarray,
+    rate: int,
+    target_rate: int = 22050,
+    seconds: float = 3.0,
+    n_fft: int = 512,
+    hop: int = 353,
+    pad_mode: str = "constant",
 ) -> torch.Tensor:
     """OGM-GE's CREMA-D audio feature: ``log(|STFT| + 1e-7)`` of the clip tiled to ``seconds``.
 
     Steps (as the official loader): resample to ``target_rate``; tile the clip three times and
     keep the first ``seconds`` (shorter clips repeat, longer ones are cut); clip to [-1, 1]; centred
-    STFT with a periodic Hann window of ``n_fft`` and hop ``hop`` (zero padding, librosa >= 0.10);
-    magnitude; natural log after adding 1e-7. Defaults give ``[257, 188]``.
+    STFT with a periodic Hann window of ``n_fft`` and hop ``hop``; magnitude; natural log after
+    adding 1e-7. Defaults give ``[257, 188]``. ``pad_mode`` is how the centred STFT pads the ends:
+    ``constant`` (zeros, librosa >= 0.10) or ``reflect`` (librosa < 0.10, the OGM-GE era); only the
+    first and last frames differ.
     """
     y = tile_clip(resample(np.asarray(x, np.float32), rate, target_rate), int(round(target_rate * seconds)))
     spec = torch.stft(
@@ -89,7 +97,7 @@ def ogm_spectrogram(
         hop_length=hop,
         window=torch.hann_window(n_fft),
         center=True,
-        pad_mode="constant",
+        pad_mode=pad_mode,
         return_complex=True,
     )
     return torch.log(spec.abs() + 1e-7).float()
@@ -172,8 +180,10 @@ def load_feature(path: Path, where: str) -> np.ndarray:
 class WavSpectrogram:
     """Loader: ``sample.files["audio"]`` (a WAV) -> OGM-GE log-STFT ``[1, n_fft // 2 + 1, frames]``."""
 
-    def __init__(self, rate: int = 22050, seconds: float = 3.0, n_fft: int = 512, hop: int = 353) -> None:
-        self.rate, self.seconds, self.n_fft, self.hop = rate, seconds, n_fft, hop
+    def __init__(
+        self, rate: int = 22050, seconds: float = 3.0, n_fft: int = 512, hop: int = 353, pad_mode: str = "constant"
+    ) -> None:
+        self.rate, self.seconds, self.n_fft, self.hop, self.pad_mode = rate, seconds, n_fft, hop, pad_mode
 
     def shape(self) -> tuple[int, int, int]:
         return (1, self.n_fft // 2 + 1, int(round(self.rate * self.seconds)) // self.hop + 1)
@@ -182,7 +192,7 @@ class WavSpectrogram:
         x, rate = read_wav(sample.files["audio"], sample.where)
         if len(x) == 0:
             raise SampleError("corrupt", f"{sample.where}: {sample.files['audio']} holds no samples")
-        return ogm_spectrogram(x, rate, self.rate, self.seconds, self.n_fft, self.hop)[None]
+        return ogm_spectrogram(x, rate, self.rate, self.seconds, self.n_fft, self.hop, self.pad_mode)[None]
 
 
 class FeatureFile:

@@ -60,6 +60,9 @@ class CremaDParams(RealDataParams):
     audio_rate: int = knob(22050, "ogm_ge: resampling rate, Hz")
     n_fft: int = knob(512, "ogm_ge: STFT size")
     hop: int = knob(353, "ogm_ge: STFT hop")
+    stft_pad: Literal["constant", "reflect"] = knob(
+        "constant", "ogm_ge: STFT end padding (librosa >= 0.10: constant; < 0.10: reflect)"
+    )
     audio_frames: int | None = knob(None, "mla/pmr: time frames after padding/cutting; None = 1024 (mla) / 1004 (pmr)")
 
     def __post_init__(self) -> None:
@@ -123,7 +126,7 @@ class CremaD(DatasetSpec):
             rows = read_rows(base / list_tmpl.format(split=split), splitter, 2)
             splits[split] = collect(rows, _resolver(base, params.profile, split, adir, vdir), issues, split)
         if params.profile == "ogm_ge":
-            audio = WavSpectrogram(params.audio_rate, params.audio_seconds, params.n_fft, params.hop)
+            audio = WavSpectrogram(params.audio_rate, params.audio_seconds, params.n_fft, params.hop, params.stft_pad)
         else:
             frames = params.audio_frames or (1024 if params.profile == "mla" else 1004)
             audio = FeatureFile(128 if params.profile == "mla" else 257, frames, time_first=params.profile == "mla")
