@@ -52,7 +52,12 @@ class RayReporter:
             return None
         with ckpt.as_directory() as d:
             path = os.path.join(d, STATE_FILE)
-            return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+            state = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+        if state is not None and state["epoch"] >= self.epochs:
+            # a finished state (PBT copied a trial's last checkpoint): no epoch is left to run, so the
+            # last row of its history goes out again with the summary
+            self._held = (dict(state["history"][-1]), None)
+        return state
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
         if int(metrics["epoch"]) >= self.epochs:

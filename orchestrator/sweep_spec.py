@@ -62,6 +62,7 @@ class AshaSpec:
 class PbtSpec:
     perturbation_interval: int = knob(2, "epochs between exploit/explore steps")
     quantile_fraction: float = knob(0.25, "bottom fraction that copies the top fraction")
+    synch: bool = knob(True, "trials wait for each other at each perturbation (reproducible exploits); false = asynchronous")
     mutations: dict[str, Any] = knob({}, "dotted trial key -> distribution or list, e.g. {optim.lr: {loguniform: [1e-3, 1e-1]}}")
 
 

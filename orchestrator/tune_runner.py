@@ -145,7 +145,7 @@ def scheduler(sweep: Sweep) -> Any:
             perturbation_interval=s.pbt.perturbation_interval,
             quantile_fraction=s.pbt.quantile_fraction,
             hyperparam_mutations={"trial": _nested_mutations(s.pbt.mutations)},
-            seed=s.random_seed,
+            synch=s.pbt.synch,
         )
     return None
 
@@ -183,7 +183,10 @@ def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
             storage_path=storage_path(sweep),
             callbacks=[ResultsCallback(writer)],
             failure_config=tune.FailureConfig(max_failures=k.execution.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=exec_settings(sweep)["keep"]),
+            # PBT copies other trials' checkpoints: keeping too few lets them vanish before the copy
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=max(exec_settings(sweep)["keep"], 4 if k.search.scheduler == "pbt" else 1)
+            ),
         ),
     )
 

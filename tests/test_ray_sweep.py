@@ -1,0 +1,153 @@
+"""Sweeps on a real (small) Ray: packed trials, ASHA early stopping, PBT, a 2-worker DDP trial."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.execution import run_sweep
+from orchestrator.results import iter_trials
+from orchestrator.sweep_spec import parse_sweep
+from trainables.config import resolve
+from trainables.loop import build_trial, run_trial
+from trainables.reporting import JsonlReporter
+from trainables.runtime import Runtime
+
+TINY = {"train_per_class": 5, "val_per_class": 6, "test_per_class": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def raw(tmp_path: Path, name: str, **extra) -> dict:
+    r = {
+        "experiment": name,
+        "results": str(tmp_path / "results"),
+        "dataset": "mfeat",
+        "epochs": 2,
+        "seeds": [0],
+        "data": dict(TINY),
+        "model": {"feature_dim": 16},
+        "loader": {"batch_size": 16},
+        "tracking": "none",
+        "execution": {"mode": "packed", "max_failures": 0},
+        "methods": {"joint": {}},
+    }
+    r.update(extra)
+    return r
+
+
+def test_packed_trials_match_a_local_run(tmp_path):
+    sweep = parse_sweep(raw(tmp_path, "packed", seeds=[0, 1], methods={"joint": {}, "unimodal": {"params": {"modality": "pix"}}}))
+    out = run_sweep(sweep)
+    assert sorted(out["status"].values()) == ["completed"] * 4
+    trials = list(iter_trials(sweep.results_dir))
+    assert len(trials) == 4 and all(t.completed for t in trials)
+    for t in trials:
+        assert [r["epoch"] for r in t.history] == [1, 2]
+        assert not any(k.startswith("_") or k in ("pid", "config", "checkpoint_path") for r in t.history for k in r)
+    # the same config trained in this process gives the very same numbers (deterministic CPU training)
+    t0 = next(t for t in trials if t.method == "unimodal" and t.seed == 1)
+    local = run_trial({k: v for k, v in t0.config.items() if k != "_meta"}, JsonlReporter(tmp_path / "local"))
+    assert local["test/acc"] == pytest.approx(t0.summary["test/acc"], abs=1e-9)
+    assert local["val/acc/pix"] == pytest.approx(t0.summary["val/acc/pix"], abs=1e-9)
+
+
+def test_asha_stops_the_bad_trials_early(tmp_path):
+    lrs = [0.2, 1e-6, 1e-6, 1e-6]
+    sweep = parse_sweep(
+        raw(
+            tmp_path,
+            "asha",
+            epochs=4,
+            optim={"lr": 0.1},
+            methods={"joint": {"optim": {"lr": {"grid": lrs}}}},
+            search={"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 2}},
+            execution={"mode": "packed", "max_concurrent": 1, "max_failures": 0},
+        )
+    )
+    run_sweep(sweep)
+    trials = list(iter_trials(sweep.results_dir))
+    by_lr = {}
+    for t in trials:
+        by_lr.setdefault(t.config["optim"]["lr"], []).append(t)
+    (good,) = by_lr[0.2]
+    assert good.completed and len(good.history) == 4
+    stopped = [t for t in by_lr[1e-6] if not t.completed]
+    assert stopped, "ASHA stopped none of the lr=1e-6 trials"
+    assert all(len(t.history) < 4 for t in stopped)
+
+
+@pytest.mark.slow
+def test_pbt_moves_checkpoints_and_mutates_configs(tmp_path):
+    sweep = parse_sweep(
+        raw(
+            tmp_path,
+            "pbt",
+            epochs=4,
+            optim={"lr": 0.1},
+            methods={"joint": {"optim": {"lr": {"grid": [0.2, 1e-6]}}}},
+            search={
+                "scheduler": "pbt",
+                "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "mutations": {"optim.lr": [0.1, 0.3]}},
+            },
+            execution={"mode": "packed", "max_failures": 0},
+        )
+    )
+    out = run_sweep(sweep)
+    trials = list(iter_trials(sweep.results_dir))
+    assert sorted(out["status"].values()) == ["completed", "completed"]
+    # the bad trial exploited the good one: its config now carries a mutated learning rate
+    assert sorted(t.config["optim"]["lr"] for t in trials) != [1e-6, 0.2]
+    assert all([r["epoch"] for r in t.history] == [1, 2, 3, 4] for t in trials)
+
+
+@pytest.mark.slow
+def test_ddp_trial_reports_all_reduced_metrics(tmp_path):
+    sweep = parse_sweep(
+        raw(
+            tmp_path,
+            "ddp",
+            epochs=2,
+            optim={"lr": 0.2},
+            data={"train_per_class": 8, "val_per_class": 7, "test_per_class": 4},
+            execution={"mode": "ddp", "num_workers": 2, "cpus_per_worker": 1, "max_failures": 0},
+        )
+    )
+    out = run_sweep(sweep)
+    (trial,) = iter_trials(sweep.results_dir)
+    assert list(out["status"].values()) == ["completed"] and trial.completed
+    assert [r["epoch"] for r in trial.history] == [1, 2]
+    last = trial.history[-1]
+    # rebuild the trial in this process and evaluate the final (rank 0) weights on the *whole* val split
+    ckpts = sorted((sweep.results_dir / "_ray" / "ddp-ddp" / trial.trial_id).glob("checkpoint_*/state.pt"))
+    states = [torch.load(c, map_location="cpu", weights_only=False) for c in ckpts]
+    final = max(states, key=lambda s: s["epoch"])
+    assert final["epoch"] == 2
+    cfg = resolve({k: v for k, v in trial.config.items() if k != "_meta"})
+    tr = build_trial(cfg, Runtime.local("cpu"))
+    tr.model.load_state_dict(final["model"])
+    tr.method.load_state_dict(final["method"])
+    full = tr.eval_split(tr.val_loader, "val")
+    for key in ("val/acc", "val/acc/pix", "val/acc/fou"):  # counts over all 70 val samples: exact
+        assert last[key] == pytest.approx(full[key], abs=1e-9), key
+    assert last["val/loss"] == pytest.approx(full["val/loss"], rel=1e-4)  # float32 sums in another order
+    # and it is not what either rank saw alone (so the check above can tell them apart)
+    halves = [
+        tr.eval_split(
+            torch.utils.data.DataLoader(torch.utils.data.Subset(tr.data.val, list(range(r, len(tr.data.val), 2))), batch_size=64),
+            "val",
+        )
+        for r in (0, 1)
+    ]
+    assert any(h[k] != pytest.approx(full[k], abs=1e-3) for h in halves for k in ("val/acc/pix", "val/acc/fou"))
