@@ -1,17 +1,26 @@
 """``mmbal prepare``: a raw download -> mmbal's versioned, memory-mappable prepared layout.
 
-CREMA-D is supported: ``RAW/AudioWAV/<clip>.wav`` and ``RAW/VideoFlash/<clip>.flv`` (the label is
-the third ``_`` field of the clip name). Frames are decoded with PyAV (FFmpeg bundled in the wheel,
-reads CREMA-D's FLV), one frame per second at the centre of each second, resized to ``size`` x
-``size`` and stored as uint8; the audio feature is OGM-GE's log-STFT
-(:func:`trainables.data.audio.ogm_spectrogram`) stored as float16. The split is OGM-GE's when
-``train.csv`` / ``test.csv`` are found in ``--lists`` (default: RAW), else a seeded stratified one.
+Recipes (``data.profile=prepared`` reads the result):
+
+``cremad``
+    ``RAW/AudioWAV/<clip>.wav`` and ``RAW/VideoFlash/<clip>.flv``; the label is the third ``_``
+    field of the clip name. Audio: OGM-GE's log-STFT (:func:`trainables.data.audio.ogm_spectrogram`),
+    ``[257, 188]``. Split: OGM-GE's ``train.csv`` / ``test.csv`` when found in ``--lists`` (default
+    RAW), else a seeded stratified one.
+``kinetics_sounds``
+    ``RAW/**/<clip>.mp4`` (any folder depth) and OGM-GE's ``my_train.txt`` / ``my_test.txt`` (rows
+    ``<clip>,10,<label index>``) in ``--lists`` (default RAW). Audio: the video's audio track at
+    16 kHz as the normalised Kaldi fbank of the MLA / Kinetics-Sounds features, stored ``[128, 1024]``.
+
+Frames (both): decoded with PyAV at 1 fps (the centre of each second, up to ``frames`` of them),
+resized to ``size`` x ``size`` and stored as uint8; audio features are stored as float16.
 
 Resumable and idempotent: each clip is first written to ``OUT/.work/<clip>.npz`` (or
-``<clip>.skip.json``) atomically; a rerun skips finished clips. When every clip is done, the
-arrays and ``samples.json`` are written under temporary names and renamed, and ``manifest.json``
-(params, library versions, sha256 of every file) comes last; then ``.work`` is removed. A finished
-folder with the same params is left untouched; different params are refused.
+``<clip>.skip.json``) atomically; a rerun skips finished clips (and refuses a ``.work`` made with
+other params). When every clip is done, the arrays and ``samples.json`` are written under temporary
+names and renamed, and ``manifest.json`` (params, library versions, sha256 of every file) comes
+last; then ``.work`` is removed. A finished folder with the same params is left untouched; other
+params are refused.
 """
 
 from __future__ import annotations
@@ -30,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data.audio import ogm_spectrogram, read_wav
+from trainables.data.audio import kaldi_fbank, ogm_spectrogram, read_wav
 from trainables.data.cremad import CLASSES
 from trainables.data.lists import SampleError, SplitRows, read_rows
 from trainables.data.prepared import FORMAT, VERSION
+from trainables.data.video import decode_audio, decode_frames
 from trainables.errors import ConfigError, DataError
 from trainables.reporting import atomic_write_text
 
@@ -50,38 +60,12 @@ class PrepareParams:
     audio_seconds: float = 3.0
     n_fft: int = 512
     hop: int = 353
+    fbank_rate: int = 16000
+    mel_bins: int = 128
+    fbank_frames: int = 1024
     test_fraction: float = 0.1
     split_seed: int = 0
     on_error: str = "raise"
-
-
-def decode_frames(path: Path, count: int, fps: float, size: int, where: str) -> np.ndarray:
-    """Up to ``count`` frames at times ``(i + 0.5) / fps`` as uint8 ``[n, size, size, 3]`` (PyAV)."""
-    import av
-
-    targets = [(i + 0.5) / fps for i in range(count)]
-    out: list[np.ndarray] = []
-    last = None
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else 0.0
-                last = frame
-                while targets and t >= targets[0] - 1e-6:
-                    out.append(frame.to_ndarray(format="rgb24", width=size, height=size))
-                    targets.pop(0)
-                if not targets:
-                    break
-    except FileNotFoundError:
-        raise SampleError("missing", f"{where}: video {path} not found") from None
-    except (av.FFmpegError, IndexError, ValueError, OSError) as exc:
-        raise SampleError("corrupt", f"{where}: cannot decode video {path} ({type(exc).__name__}: {exc})") from None
-    if not out and last is not None:  # a clip shorter than half a second: keep its last frame
-        out.append(last.to_ndarray(format="rgb24", width=size, height=size))
-    if not out:
-        raise SampleError("corrupt", f"{where}: video {path} holds no decodable frame")
-    return np.stack(out)
 
 
 def cremad_items(raw: Path, lists: Path, p: PrepareParams) -> list[dict[str, Any]]:
@@ -128,12 +112,47 @@ def cremad_items(raw: Path, lists: Path, p: PrepareParams) -> list[dict[str, Any
     return [dict(it, split_source=source) for it in items]
 
 
+KS_CLASSES = [str(i) for i in range(31)]
+
+
+def kinetics_items(raw: Path, lists: Path, p: PrepareParams) -> list[dict[str, Any]]:
+    """``[{id, label, split, video, where}]`` from OGM-GE's lists and the videos found anywhere under ``raw``."""
+    videos = {v.stem: v for v in sorted(raw.rglob("*.mp4"))}
+    items = []
+    for split in ("train", "test"):
+        path = lists / f"my_{split}.txt"
+        for row in read_rows(path, SplitRows(","), 3):
+            if isinstance(row, SampleError):
+                raise DataError(str(row))
+            clip, label = row.fields[0], row.fields[2]
+            if not label.isdigit() or int(label) >= len(KS_CLASSES):
+                raise DataError(f"{row.where}: label {label!r} is not a class index 0..{len(KS_CLASSES) - 1}")
+            video = videos.get(clip, raw / f"{clip}.mp4")  # a missing video is reported when it is decoded
+            items.append({"id": clip, "label": int(label), "split": split, "video": str(video), "where": row.where})
+    if len({it["id"] for it in items}) != len(items):
+        raise DataError(f"{lists}: a clip is listed twice in my_train.txt / my_test.txt")
+    return [dict(it, split_source=f"{lists}/my_train.txt, my_test.txt") for it in items]
+
+
+RECIPES = {"cremad": (cremad_items, list(CLASSES)), "kinetics_sounds": (kinetics_items, KS_CLASSES)}
+
+
+def audio_shape(p: PrepareParams) -> tuple[int, int]:
+    if p.dataset == "cremad":
+        return (p.n_fft // 2 + 1, int(round(p.audio_rate * p.audio_seconds)) // p.hop + 1)
+    return (p.mel_bins, p.fbank_frames)
+
+
 def process(item: dict[str, Any], p: PrepareParams) -> dict[str, np.ndarray]:
     """Features of one clip (raises :class:`SampleError`)."""
-    x, rate = read_wav(Path(item["wav"]), item["where"])
-    if len(x) == 0:
-        raise SampleError("corrupt", f"{item['where']}: {item['wav']} holds no samples")
-    audio = ogm_spectrogram(x, rate, p.audio_rate, p.audio_seconds, p.n_fft, p.hop).numpy().astype(np.float16)
+    if p.dataset == "cremad":
+        x, rate = read_wav(Path(item["wav"]), item["where"])
+        if len(x) == 0:
+            raise SampleError("corrupt", f"{item['where']}: {item['wav']} holds no samples")
+        audio = ogm_spectrogram(x, rate, p.audio_rate, p.audio_seconds, p.n_fft, p.hop).numpy().astype(np.float16)
+    else:  # stored [F, T] like every audio feature in mmbal
+        x = decode_audio(Path(item["video"]), p.fbank_rate, item["where"])
+        audio = kaldi_fbank(x, p.fbank_rate, p.mel_bins, p.fbank_frames).T.numpy().astype(np.float16)
     frames = decode_frames(Path(item["video"]), p.frames, p.fps, p.size, item["where"])
     return {"audio": audio, "frames": frames}
 
@@ -179,9 +198,9 @@ def _assemble(out: Path, work: Path, items: list[dict[str, Any]], p: PreparePara
     ]
     if not done:
         raise DataError(f"{out}: every clip was skipped; nothing to prepare")
-    audio_shape = (len(done), p.n_fft // 2 + 1, int(round(p.audio_rate * p.audio_seconds)) // p.hop + 1)
+    a_shape = (len(done), *audio_shape(p))
     tmp_a, tmp_f = out / ".audio.npy.tmp", out / ".frames.npy.tmp"
-    audio = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=np.float16, shape=audio_shape)
+    audio = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=np.float16, shape=a_shape)
     frames = np.lib.format.open_memmap(tmp_f, mode="w+", dtype=np.uint8, shape=(len(done), p.frames, p.size, p.size, 3))
     samples = []
     for i, it in enumerate(done):
@@ -200,7 +219,7 @@ def _assemble(out: Path, work: Path, items: list[dict[str, Any]], p: PreparePara
         "format": FORMAT,
         "version": VERSION,
         "dataset": p.dataset,
-        "class_names": list(CLASSES),
+        "class_names": RECIPES[p.dataset][1],
         "params": asdict(p),
         "versions": versions(),
         "decoder": "PyAV (FFmpeg)",
@@ -209,7 +228,7 @@ def _assemble(out: Path, work: Path, items: list[dict[str, Any]], p: PreparePara
         "skipped": skipped,
         "samples_sha256": _sha256(out / "samples.json"),
         "arrays": {
-            "audio": {"file": "audio.npy", "dtype": "float16", "shape": list(audio_shape), "sha256": _sha256(out / "audio.npy")},
+            "audio": {"file": "audio.npy", "dtype": "float16", "shape": list(a_shape), "sha256": _sha256(out / "audio.npy")},
             "visual": {
                 "file": "frames.npy",
                 "dtype": "uint8",
@@ -229,8 +248,8 @@ def prepare(
         ConfigError: ``out`` holds a finished preparation with other params.
         DataError: the raw folder is unusable, or a clip is bad and ``on_error`` is ``raise``.
     """
-    if p.dataset != "cremad":
-        raise ConfigError("dataset", f"mmbal prepare supports: cremad (got {p.dataset!r})")
+    if p.dataset not in RECIPES:
+        raise ConfigError("dataset", f"mmbal prepare supports: {', '.join(RECIPES)} (got {p.dataset!r})")
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -238,7 +257,7 @@ def prepare(
             log(f"{out} is already prepared with these params (manifest {_sha256(manifest_path)[:12]}); nothing to do")
             return old
         raise ConfigError("--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out")
-    items = cremad_items(Path(raw), Path(lists or raw), p)
+    items = RECIPES[p.dataset][0](Path(raw), Path(lists or raw), p)
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
     stamp = work / "params.json"
@@ -251,7 +270,7 @@ def prepare(
         )
     atomic_write_text(stamp, json.dumps(asdict(p), sort_keys=True))
     todo = [it for it in items if not (work / f"{it['id']}.npz").is_file() and not (work / f"{it['id']}.skip.json").is_file()]
-    log(f"prepare cremad: {len(items)} clips, {len(items) - len(todo)} already done, {len(todo)} to do")
+    log(f"prepare {p.dataset}: {len(items)} clips, {len(items) - len(todo)} already done, {len(todo)} to do")
     jobs = [(it, p, str(work)) for it in todo]
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:

@@ -130,3 +130,30 @@ def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path
     assert "--raw: " in err and "AudioWAV: no .wav files" in err and "Traceback" not in err
     with pytest.raises(ConfigError, match="supports: cremad"):
         prep.prepare(tmp_path / "raw", tmp_path / "y", prep.PrepareParams(dataset="ave"))
+
+
+def test_kinetics_sounds_prepare_from_mp4(tmp_path):
+    from fixtures_data import build_kinetics_raw, write_mp4
+
+    from trainables.data.audio import kaldi_fbank
+
+    clips = build_kinetics_raw(tmp_path / "raw")
+    write_mp4(tmp_path / "raw" / "train" / "4" / f"{clips['train'][1]}.mp4", audio=False)  # a video without sound
+    out = tmp_path / "out"
+    assert main(["prepare", "kinetics_sounds", "--raw", str(tmp_path / "raw"), "--out", str(out), "--size", "32",
+                 "--frames", "3", "--workers", "1", "--on-error", "skip"]) == 0  # fmt: skip
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["sizes"] == {"train": 8, "test": 3} and man["arrays"]["audio"]["shape"] == [11, 128, 1024]
+    assert len(man["skipped"]) == 1 and "has no audio track" in man["skipped"][0]["message"]
+    cfg = resolve({"dataset": "kinetics_sounds", "data_root": str(out), "data": {"profile": "prepared", "image_size": 32}})
+    b = DATASETS.get("kinetics_sounds")().build(cfg.data_params, str(out), 0)
+    assert (len(b.train), len(b.val), len(b.test)) == (5, 3, 3) and b.class_names[30] == "30"
+    item = b.test[0]
+    assert item["inputs"]["audio"].shape == (1, 128, 1024) and item["inputs"]["visual"].shape == (3, 3, 32, 32)
+    # AAC is lossy: the stored fbank follows the fbank of the sine that was encoded, not bit for bit
+    lab = b.test.samples[0].label
+    rate, t = 16000, np.arange(3 * 16000) / 16000
+    expected = kaldi_fbank(0.3 * np.sin(2 * np.pi * (300.0 + 200 * (lab % 5)) * t), rate).T[:, 10:280]
+    got = item["inputs"]["audio"][0][:, 10:280]
+    assert np.corrcoef(got.flatten().numpy(), expected.flatten().numpy())[0, 1] > 0.99  # another tone gives ~0.6
+    assert [b.class_names[s.label] for s in b.test.samples] == ["4", "27", "30"]

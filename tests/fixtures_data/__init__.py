@@ -206,3 +206,50 @@ def build_cremad_raw(root: Path, per_class: int = 3, seconds: float = 2.5) -> li
             write_flv(root / "VideoFlash" / f"{clip}.flv", seconds)
             clips.append(clip)
     return clips
+
+
+def write_mp4(
+    path: Path, seconds: float = 3.0, fps: int = 2, size: int = 32, rate: int = 16000, freq: float = 440.0, audio: bool = True
+) -> None:
+    """A tiny MP4 (MPEG-4 video + AAC mono audio): grey level 40 + 60 * second, a sine at ``freq``."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("mpeg4", rate=fps)
+        v.width = v.height = size
+        v.pix_fmt = "yuv420p"
+        a = out.add_stream("aac", rate=rate) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        for i in range(int(seconds * fps)):
+            img = np.full((size, size, 3), 40 + 60 * (i // fps), np.uint8)
+            for packet in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        if a is not None:
+            x = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+            for k in range(0, len(x), 1024):
+                frame = av.AudioFrame.from_ndarray(x[None, k : k + 1024], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = rate, k
+                for packet in a.encode(frame):
+                    out.mux(packet)
+        for s in [v] + ([a] if a is not None else []):
+            for packet in s.encode():
+                out.mux(packet)
+
+
+def build_kinetics_raw(root: Path, labels: tuple[int, ...] = (4, 27, 30), train: int = 3, test: int = 1) -> dict[str, list[str]]:
+    """Raw Kinetics-Sounds: ``<split>/<label>/<clip>.mp4`` and OGM-GE's ``my_{split}.txt`` rows ``clip,10,label``."""
+    out: dict[str, list[str]] = {}
+    k = 0
+    for split, n in (("train", train), ("test", test)):
+        rows = []
+        for lab in labels:
+            for _ in range(n):
+                clip = f"yt{k:04d}_{10 * k:06d}_{10 * k + 10:06d}"
+                write_mp4(root / split / str(lab) / f"{clip}.mp4", freq=300.0 + 200 * (lab % 5))
+                rows.append(f"{clip},10,{lab}")
+                k += 1
+        (root / f"my_{split}.txt").write_text("\n".join(rows) + "\n")
+        out[split] = [r.split(",")[0] for r in rows]
+    return out

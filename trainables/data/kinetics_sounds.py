@@ -13,6 +13,9 @@ indices 0..30 in both reference lists (class names are not in the lists; they ar
     ``{split}_spec/<clip>.npy``, ``{split}-frames-1fps/{split}/<clip>/``. BalanceBenchmark silently
     drops clips with 3 frames or fewer; we keep them (frames repeat).
 
+``prepared``
+    the output of ``mmbal prepare kinetics_sounds`` (see :mod:`trainables.data.prepared`).
+
 ``list_file`` / ``audio_dir`` / ``visual_dir`` override the paths (``{split}`` becomes ``train`` or
 ``test``).
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from trainables.data import prepared
 from trainables.data.assemble import RealDataParams, assemble
 from trainables.data.audio import FeatureFile
 from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
@@ -39,7 +43,7 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class KineticsSoundsParams(RealDataParams):
-    profile: Literal["ogm_ge", "balancebench"] = knob("ogm_ge", "list layout of data_root (see the module doc)")
+    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob("ogm_ge", "list layout of data_root (see the module doc)")
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
@@ -56,6 +60,9 @@ class KineticsSounds(DatasetSpec):
     def build(self, params: KineticsSoundsParams, root: str | None, seed: int) -> DataBundle:
         base = Path(root or ".")
         issues = Issues(params.on_error)
+        nf = params.num_frames or 3
+        if params.profile == "prepared":
+            return self._prepared(base, params, nf, issues)
         tmpl, sep, col, adir, vdir = PROFILES[params.profile]
         tmpl, adir, vdir = params.list_file or tmpl, params.audio_dir or adir, params.visual_dir or vdir
         classes = [str(i) for i in range(params.num_classes)]
@@ -74,7 +81,6 @@ class KineticsSounds(DatasetSpec):
 
             rows = read_rows(base / tmpl.format(split=split), SplitRows(sep), 3 if params.profile == "ogm_ge" else 2)
             splits[split] = collect(rows, resolve, issues, split)
-        nf = params.num_frames or 3
         loaders = {
             "audio": FeatureFile(params.mel_bins, params.audio_frames, time_first=True),
             "visual": FrameFolder("visual", nf, params.image_size, params.augment),
@@ -82,3 +88,22 @@ class KineticsSounds(DatasetSpec):
         modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
         info = {"dataset": "kinetics_sounds", "profile": params.profile, "num_frames": nf, "audio_dir": adir, "visual_dir": vdir}
         return assemble(splits, loaders, modalities, classes, params, issues, info)
+
+    @staticmethod
+    def _prepared(base: Path, params: KineticsSoundsParams, nf: int, issues: Issues) -> DataBundle:
+        man, sha = prepared.read_manifest(base, "kinetics_sounds")
+        splits = {k: v for k, v in prepared.read_samples(base, man).items() if k in ("train", "test")}
+        loaders = {
+            "audio": prepared.PreparedAudio(base, man),
+            "visual": prepared.PreparedFrames(base, man, nf, params.image_size, params.augment),
+        }
+        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
+        info = {
+            "dataset": "kinetics_sounds",
+            "profile": "prepared",
+            "num_frames": nf,
+            "manifest_sha256": sha,
+            "prepare_params": man.get("params"),
+            "prepare_skipped": man.get("skipped"),
+        }
+        return assemble(splits, loaders, modalities, list(man["class_names"]), params, issues, info)
