@@ -20,13 +20,24 @@ from orchestrator.sweep_spec import TrackingSpec
 
 
 def resolve_mode(spec: TrackingSpec) -> str:
-    """``WANDB_MODE`` wins (CI sets ``disabled``); then the sweep's mode; ``auto`` is online only with a key."""
+    """``WANDB_MODE`` wins (CI sets ``disabled``); then the sweep's mode; ``auto`` is online only with a key
+    (``WANDB_API_KEY`` or a ``wandb login`` entry in ~/.netrc)."""
     env = os.environ.get("WANDB_MODE")
     if env:
         return env
     if spec.mode != "auto":
         return spec.mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return "online" if os.environ.get("WANDB_API_KEY") or _netrc_login() else "offline"
+
+
+def _netrc_login() -> bool:
+    """``wandb login`` stores the key in ~/.netrc; only whether an entry exists is looked at."""
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def run_id(experiment: str, trial_id: str) -> str:

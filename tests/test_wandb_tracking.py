@@ -135,7 +135,12 @@ def test_tracking_none_writes_no_wandb_files(tmp_path, monkeypatch):
 def test_mode_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     assert resolve_mode(TrackingSpec()) == "offline"
+    (tmp_path / ".netrc").write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert resolve_mode(TrackingSpec()) == "online"  # `wandb login` was run
+    (tmp_path / ".netrc").unlink()
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     assert resolve_mode(TrackingSpec()) == "online"
     assert resolve_mode(TrackingSpec(mode="offline")) == "offline"
