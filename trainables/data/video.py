@@ -13,11 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from trainables.data.lists import SampleError
+from trainables.errors import ConfigError
+
+
+def _av():  # noqa: ANN202 - the av module
+    """PyAV, imported on first use (only ``mmbal prepare`` needs it)."""
+    try:
+        import av
+    except ImportError:
+        raise ConfigError("prepare", "decoding video needs PyAV: pip install av") from None
+    return av
 
 
 def decode_frames(path: Path, count: int, fps: float, size: int, where: str) -> np.ndarray:
     """Up to ``count`` frames at times ``(i + 0.5) / fps`` as uint8 ``[n, size, size, 3]`` (PyAV)."""
-    import av
+    av = _av()
 
     targets = [(i + 0.5) / fps for i in range(count)]
     out: list[np.ndarray] = []
@@ -46,7 +56,7 @@ def decode_frames(path: Path, count: int, fps: float, size: int, where: str) -> 
 
 def decode_audio(path: Path, rate: int, where: str) -> np.ndarray:
     """The first audio track as mono float32 at ``rate`` Hz (FFmpeg's resampler does the conversion)."""
-    import av
+    av = _av()
 
     chunks: list[np.ndarray] = []
     try:
