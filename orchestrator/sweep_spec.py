@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import os
 import re
 import zlib
@@ -308,6 +309,8 @@ def _check_combinations(keys: SweepKeys, entries: dict[str, dict], errors: list[
     if s.scheduler != "none" and mode == "local":
         errors.append(ConfigError("search.scheduler", f"{s.scheduler} needs Ray; allowed with execution.mode local: none"))
     if s.searcher in ("optuna", "hyperopt"):
+        if importlib.util.find_spec(s.searcher) is None:
+            errors.append(ConfigError("search.searcher", f"{s.searcher} is not installed here: pip install {s.searcher}"))
         if mode == "local":
             errors.append(
                 ConfigError("search.searcher", f"{s.searcher} runs under Ray; allowed with execution.mode local: grid, random")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -151,3 +152,22 @@ def test_ddp_trial_reports_all_reduced_metrics(tmp_path):
         for r in (0, 1)
     ]
     assert any(h[k] != pytest.approx(full[k], abs=1e-3) for h in halves for k in ("val/acc/pix", "val/acc/fou"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed (an optional searcher)")
+def test_optuna_searches_one_method_space(tmp_path):
+    sweep = parse_sweep(
+        raw(
+            tmp_path,
+            "optuna",
+            methods={"joint": {"optim": {"lr": {"loguniform": [1e-3, 0.3]}}, "model": {"fusion": {"choice": ["concat", "sum"]}}}},
+            search={"searcher": "optuna", "samples": 3},
+            execution={"mode": "packed", "max_concurrent": 2, "max_failures": 0},
+        )
+    )
+    out = run_sweep(sweep)
+    trials = list(iter_trials(sweep.results_dir))
+    assert sorted(out["status"].values()) == ["completed"] * 3 and len(trials) == 3
+    lrs = [t.config["optim"]["lr"] for t in trials]
+    assert len(set(lrs)) == 3 and all(1e-3 <= x <= 0.3 for x in lrs)
+    assert {t.config["model"]["fusion"] for t in trials} <= {"concat", "sum"}
