@@ -37,9 +37,11 @@ def prepare_results(sweep: Sweep, resume: bool) -> None:
 def start_ray(address: str | None) -> None:
     import ray
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Tune warns on every state snapshot of short trials; the snapshots are what resume needs
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():  # tests and notebooks bring their own
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=True)
 
 
