@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -160,9 +161,11 @@ def run_trial(config: dict[str, Any] | Resolved, reporter: Reporter, runtime: Ru
         row.update({f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, ctx(epoch)).items()})
         row.update(_train_epoch(trial, epoch, progress))
         row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, ctx(epoch)).items()})
-        for k, s in trial.schedulers.items():
-            row[f"train/lr/{k}"] = s.get_last_lr()[0]
-            s.step()
+        with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            for k, s in trial.schedulers.items():
+                row[f"train/lr/{k}"] = s.get_last_lr()[0]
+                s.step()
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(t.eval.select_metric)
