@@ -113,6 +113,17 @@ def test_prediction_adds_the_fusion_head_only_from_stage2():
     assert torch.allclose(method.predict(model, x).logits, certainty_fusion([*heads, raw.logits], 1.0))
 
 
+def test_an_absent_modality_has_no_vote():
+    method = _method()
+    model = method.build_model(SPEC).eval()
+    x = _batch()["inputs"]
+    only_a = model({"a": x["a"], "b": torch.zeros_like(x["b"])})
+    assert torch.allclose(method.predict(model, x, present=("a",)).logits, only_a.modality_logits["a"])
+    method.stage = 2
+    want = certainty_fusion([only_a.modality_logits["a"], only_a.logits], 1.0)
+    assert torch.allclose(method.predict(model, x, present=("a",)).logits, want)
+
+
 def test_stage2_trains_only_the_fusion_head_on_frozen_encoders():
     method = _method(epochs=10, stage2_epochs=3)
     model = method.build_model(SPEC).train()

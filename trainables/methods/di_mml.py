@@ -223,10 +223,12 @@ class DIMML(BalancingMethod):
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Any = None) -> ModelOutput:
-        if present is not None:
-            inputs = mask_inputs(inputs, present)
-        out = model(inputs)
-        heads = list(out.modality_logits.values()) + ([out.logits] if self.stage == 2 else [])
+        # Missing modalities: the absent ones' inputs are zeroed (the common scheme) and their
+        # unimodal heads leave the certainty vote (our choice: a zeroed input should not vote); the
+        # fusion head (stage 2) still votes, on zeroed features of the absent modalities.
+        keep = list(self.ctx.modalities) if present is None else [m for m in self.ctx.modalities if m in set(present)]
+        out = model(inputs if present is None else mask_inputs(inputs, keep))
+        heads = [out.modality_logits[m] for m in keep] + ([out.logits] if self.stage == 2 else [])
         return ModelOutput(certainty_fusion(heads, self.params.fusion_temperature), out.modality_logits, out.features)
 
     def on_epoch_start(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
