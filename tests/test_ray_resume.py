@@ -72,7 +72,9 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path):
     assert resumed.returncode == 0, log[-3000:]
     trials = list(iter_trials(tmp_path / "results" / "resume"))
     assert len(trials) == 6 and all(t.completed for t in trials)
-    assert sorted((t.method, t.seed) for t in trials) == sorted((m, s) for m in ("joint", "unimodal") for s in (0, 1, 2))
+    assert sorted((t.config["method"], t.seed) for t in trials) == sorted(
+        (m, s) for m in ("joint", "unimodal") for s in (0, 1, 2)
+    )
     for t in trials:
         assert [r["epoch"] for r in t.history] == [1, 2, 3], t.trial_id  # every epoch once
         assert t.summary["test/acc"] == t.history[-1]["test/acc"]

@@ -58,7 +58,7 @@ def test_packed_trials_match_a_local_run(tmp_path):
         assert [r["epoch"] for r in t.history] == [1, 2]
         assert not any(k.startswith("_") or k in ("pid", "config", "checkpoint_path") for r in t.history for k in r)
     # the same config trained in this process gives the very same numbers (deterministic CPU training)
-    t0 = next(t for t in trials if t.method == "unimodal" and t.seed == 1)
+    t0 = next(t for t in trials if t.config["method"] == "unimodal" and t.seed == 1)
     local = run_trial({k: v for k, v in t0.config.items() if k != "_meta"}, JsonlReporter(tmp_path / "local"))
     assert local["test/acc"] == pytest.approx(t0.summary["test/acc"], abs=1e-9)
     assert local["val/acc/pix"] == pytest.approx(t0.summary["val/acc/pix"], abs=1e-9)

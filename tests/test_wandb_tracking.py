@@ -67,11 +67,12 @@ def sweep_raw(tmp_path: Path, tracking) -> dict:
     }
 
 
-def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypatch):
+def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     sweep = parse_sweep(sweep_raw(tmp_path, {"backend": "wandb", "project": "p"}))
     run_sweep(sweep)
+    capsys.readouterr()
     runs = offline_runs(sweep.results_dir)
     assert [p.name.startswith("offline-run-") for p in runs] == [True, True]
     seen = {}
@@ -101,6 +102,9 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
     trial = sweep.results_dir / "trials" / seen["joint"][1]
     last = json.loads((trial / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["val/acc/fou"] == pytest.approx(seen["joint"][2])
+    # mmbal sync finds exactly these runs (the dry run lists what `wandb sync` would upload)
+    sync.run(type("A", (), {"experiment": "wb", "results": str(tmp_path / "results"), "dry_run": True})())
+    assert capsys.readouterr().out.split() == [str(p) for p in runs]
     # the API key reaches no file: not the configs, results, W&B run files or logs
     for f in sweep.results_dir.rglob("*"):
         if f.is_file() and not f.is_symlink():
