@@ -31,6 +31,8 @@ class RayReporter:
         checkpoint_cls: Ray's ``Checkpoint`` (``from_directory``).
         epochs: the trial's last epoch (its row waits for the summary).
         attach_checkpoint: False on DDP ranks other than 0 (rank 0's state is the trial's).
+        optim: the trial's ``optim`` section; a restored state trained with other optimizer
+            hyperparameters (PBT's explore step) is moved onto these.
     """
 
     def __init__(
@@ -40,9 +42,11 @@ class RayReporter:
         checkpoint_cls: Any,
         epochs: int,
         attach_checkpoint: bool = True,
+        optim: dict[str, Any] | None = None,
     ) -> None:
         self.report_fn, self.get_checkpoint, self.checkpoint_cls = report_fn, get_checkpoint, checkpoint_cls
         self.epochs = epochs
+        self.optim = optim
         self.attach = attach_checkpoint
         self._held: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
@@ -53,6 +57,8 @@ class RayReporter:
         with ckpt.as_directory() as d:
             path = os.path.join(d, STATE_FILE)
             state = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+        if state is not None and self.optim is not None:
+            retarget_optim(state, self.optim)
         if state is not None and state["epoch"] >= self.epochs:
             # a finished state (PBT copied a trial's last checkpoint): no epoch is left to run, so the
             # last row of its history goes out again with the summary
@@ -80,3 +86,26 @@ class RayReporter:
         with tempfile.TemporaryDirectory(prefix="mmbal-ckpt-") as d:
             torch.save(checkpoint, os.path.join(d, STATE_FILE))
             self.report_fn(metrics, checkpoint=self.checkpoint_cls.from_directory(d))
+
+
+def retarget_optim(state: dict[str, Any], optim: dict[str, Any]) -> None:
+    """Put the optimizer hyperparameters of ``optim`` into a saved trial state, in place.
+
+    A state restores its optimizers' ``param_groups`` (lr, momentum, weight decay), so after PBT
+    mutates ``optim.lr`` the copied state would keep training at the donor's rate. Learning rates are
+    scaled by ``new / old`` so that per-group multipliers and the scheduler's progress are kept.
+    """
+    old = state.get("config", {}).get("optim", {})
+    ratio = optim["lr"] / old["lr"] if old.get("lr") else 1.0
+    for opt in state.get("optimizers", {}).values():
+        for group in opt["param_groups"]:
+            for key in ("lr", "initial_lr"):
+                if key in group:
+                    group[key] *= ratio
+            for key in ("momentum", "weight_decay"):
+                if key in group and optim.get(key) is not None and old.get(key) != optim[key]:
+                    group[key] = optim[key]
+    for sched in state.get("schedulers", {}).values():
+        for key in ("base_lrs", "_last_lr"):
+            if isinstance(sched.get(key), list):
+                sched[key] = [x * ratio for x in sched[key]]

@@ -39,6 +39,8 @@ def packed_trainable(config: dict[str, Any]) -> None:
 
     set_threads(config["exec"]["cpus_per_trial"])
     trial = config["trial"]
-    reporter = RayReporter(node_tagged(tune.report), tune.get_checkpoint, tune.Checkpoint, epochs=int(trial["epochs"]))
+    reporter = RayReporter(
+        node_tagged(tune.report), tune.get_checkpoint, tune.Checkpoint, epochs=int(trial["epochs"]), optim=trial.get("optim")
+    )
     summary = run_trial(trial, reporter)
     reporter.finish(summary)
