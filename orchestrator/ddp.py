@@ -28,6 +28,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     set_threads(config["threads"])
     trial = config["trial"]
     rt = Runtime.from_process_group("cuda" if config["use_gpu"] else "cpu")
+    if config["use_gpu"]:  # the GPU Ray Train assigned to this worker (CUDA_VISIBLE_DEVICES may be shared)
+        import ray.train.torch
+        import torch
+
+        rt.device = ray.train.torch.get_device()
+        torch.cuda.set_device(rt.device)
     reporter = RayReporter(
         node_tagged(ray.train.report),
         ray.train.get_checkpoint,
