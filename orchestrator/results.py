@@ -102,7 +102,9 @@ def iter_trials(results_dir: str | Path) -> Iterator[TrialRecord]:
             continue
         summary_path = d / "summary.json"
         yield TrialRecord(
-            trial_id=d.name, path=d, config=json.loads(cfg_path.read_text()),
+            trial_id=d.name,
+            path=d,
+            config=json.loads(cfg_path.read_text()),
             history=read_jsonl(d / "metrics.jsonl"),
             summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
         )

@@ -8,18 +8,24 @@ import pytest
 from orchestrator.cli import main
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--method", "ogmge"], "method: unknown method 'ogmge'; known: "),
-    (["--dataset", "cifar"], "dataset: unknown dataset 'cifar'; known: "),
-    (["--set", "optim.lrr=0.1"], "optim.lrr: unknown key; allowed keys: lr, momentum, name, weight_decay"),
-    (["--set", "optim.name=sgdd"], "optim.name: got 'sgdd'; allowed: one of 'sgd', 'adam', 'adamw'"),
-    (["--set", "optim.lr=fast"], "optim.lr: got 'fast'; allowed: a value of type float"),
-    (["--set", "epochs=0"], "epochs: got 0; allowed: an integer >= 1"),
-    (["--set", "lr"], "lr: an override must look like key=value"),
-    (["--method", "unimodal", "--set", "params.modality=audio"], "params.modality: 'audio' is not a modality of this dataset; allowed: pix, fou"),
-    (["--set", "params.alpha=1"], "params.alpha: unknown key; allowed keys: (no keys)"),
-    (["--set", "model.fusion=attention"], "model.fusion: unknown fusion 'attention'; known: concat, film, gated, sum"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--method", "ogmge"], "method: unknown method 'ogmge'; known: "),
+        (["--dataset", "cifar"], "dataset: unknown dataset 'cifar'; known: "),
+        (["--set", "optim.lrr=0.1"], "optim.lrr: unknown key; allowed keys: lr, momentum, name, weight_decay"),
+        (["--set", "optim.name=sgdd"], "optim.name: got 'sgdd'; allowed: one of 'sgd', 'adam', 'adamw'"),
+        (["--set", "optim.lr=fast"], "optim.lr: got 'fast'; allowed: a value of type float"),
+        (["--set", "epochs=0"], "epochs: got 0; allowed: an integer >= 1"),
+        (["--set", "lr"], "lr: an override must look like key=value"),
+        (
+            ["--method", "unimodal", "--set", "params.modality=audio"],
+            "params.modality: 'audio' is not a modality of this dataset; allowed: pix, fou",
+        ),
+        (["--set", "params.alpha=1"], "params.alpha: unknown key; allowed keys: (no keys)"),
+        (["--set", "model.fusion=attention"], "model.fusion: unknown fusion 'attention'; known: concat, film, gated, sum"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
     code = main(["train", "--epochs", "1", "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err.strip().splitlines()
@@ -44,8 +50,28 @@ def test_list_shows_every_registered_method_with_params(capsys):
 
 
 def test_bench_prints_ratios_against_joint(capsys):
-    assert main(["bench", "--methods", "unimodal", "--epochs", "1", "--repeats", "1",
-                 "--set", "data.train_per_class=6", "--set", "data.val_per_class=4", "--set", "data.test_per_class=4"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--methods",
+                "unimodal",
+                "--epochs",
+                "1",
+                "--repeats",
+                "1",
+                "--set",
+                "data.train_per_class=6",
+                "--set",
+                "data.val_per_class=4",
+                "--set",
+                "data.test_per_class=4",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
-    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines if line.startswith("| ") and "---" not in line}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines if line.startswith("| ") and "---" not in line
+    }
     assert rows["joint"] == "1.00" and float(rows["unimodal"]) > 0

@@ -27,7 +27,14 @@ def test_stratified_split_is_stratified_disjoint_and_seeded():
 def test_mfeat_asset_is_the_uci_data():
     views, labels = load_views()
     dims = {v: x.shape for v, x in views.items()}
-    assert dims == {"fou": (2000, 76), "fac": (2000, 216), "kar": (2000, 64), "pix": (2000, 240), "zer": (2000, 47), "mor": (2000, 6)}
+    assert dims == {
+        "fou": (2000, 76),
+        "fac": (2000, 216),
+        "kar": (2000, 64),
+        "pix": (2000, 240),
+        "zer": (2000, 47),
+        "mor": (2000, 6),
+    }
     assert np.bincount(labels).tolist() == [200] * 10
     assert views["pix"].min() == 0 and views["pix"].max() == 6  # grey levels of the 2x3 window averages
 

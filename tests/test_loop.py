@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import tiny_config
+from conftest import interrupted_then_resumed, tiny_config
 
 from orchestrator.cli import main
 from orchestrator.results import read_jsonl
@@ -11,30 +11,28 @@ from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter
 
 
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAfter(JsonlReporter):
-    """Dies right after reporting epoch ``n`` (like a killed process)."""
-
-    def __init__(self, out, n, **kw):
-        super().__init__(out, **kw)
-        self.n = n
-
-    def report(self, metrics, checkpoint):
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == self.n:
-            raise Interrupt
-
-
 def _rows(path):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(path / "metrics.jsonl")]
 
 
 def test_cli_train_twice_gives_identical_summary(tmp_path, capsys):
-    args = ["train", "--method", "joint", "--dataset", "mfeat", "--epochs", "2", "--seed", "0",
-            "--set", "data.train_per_class=6", "--set", "data.val_per_class=4", "--set", "data.test_per_class=4"]
+    args = [
+        "train",
+        "--method",
+        "joint",
+        "--dataset",
+        "mfeat",
+        "--epochs",
+        "2",
+        "--seed",
+        "0",
+        "--set",
+        "data.train_per_class=6",
+        "--set",
+        "data.val_per_class=4",
+        "--set",
+        "data.test_per_class=4",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = (tmp_path / "a" / "summary.json").read_text(), (tmp_path / "b" / "summary.json").read_text()
@@ -46,15 +44,11 @@ def test_cli_train_twice_gives_identical_summary(tmp_path, capsys):
 
 @pytest.mark.parametrize("every,stop", [(1, 2), (2, 3)])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, every, stop):
+    # with every=2 and a kill after epoch 3, epoch 3's row exists without a checkpoint: it is redone once
     cfg = tiny_config(epochs=4, checkpoint={"every": every, "keep": 1})
-    full = run_trial(cfg, JsonlReporter(tmp_path / "full"))
-    with pytest.raises(Interrupt):
-        run_trial(cfg, InterruptAfter(tmp_path / "cut", stop))
-    resumed = run_trial(cfg, JsonlReporter(tmp_path / "cut"))
-    assert resumed == full
-    rows = _rows(tmp_path / "cut")
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # every epoch exactly once, even after a torn epoch
-    assert rows == _rows(tmp_path / "full")
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=stop)
+    assert resumed == straight
+    assert [r["epoch"] for r in _rows(tmp_path / "cut")] == [1, 2, 3, 4]  # every epoch exactly once
 
 
 def test_best_epoch_is_chosen_on_validation_and_test_comes_from_it(tmp_path):
@@ -75,8 +69,19 @@ def test_min_mode_selection(tmp_path):
 
 def test_a_failed_run_leaves_no_summary(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    args = ["train", "--epochs", "2", "--set", "data.train_per_class=6", "--set", "data.val_per_class=4",
-            "--set", "data.test_per_class=4", "--out", str(out)]
+    args = [
+        "train",
+        "--epochs",
+        "2",
+        "--set",
+        "data.train_per_class=6",
+        "--set",
+        "data.val_per_class=4",
+        "--set",
+        "data.test_per_class=4",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0 and (out / "summary.json").exists()
 
     import trainables.loop as loop
@@ -93,8 +98,19 @@ def test_a_failed_run_leaves_no_summary(tmp_path, monkeypatch, capsys):
 
 
 def test_out_dir_with_another_config_is_refused(tmp_path, capsys):
-    base = ["train", "--epochs", "1", "--set", "data.train_per_class=6", "--set", "data.val_per_class=4",
-            "--set", "data.test_per_class=4", "--out", str(tmp_path)]
+    base = [
+        "train",
+        "--epochs",
+        "1",
+        "--set",
+        "data.train_per_class=6",
+        "--set",
+        "data.val_per_class=4",
+        "--set",
+        "data.test_per_class=4",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(base) == 0
     assert main([*base, "--set", "optim.lr=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,10 +5,9 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupted_then_resumed, tiny_config
 
 from trainables.errors import ConfigError
-from trainables.loop import run_trial
 from trainables.methods.base import EpochContext, MethodContext, StepState
 from trainables.methods.di_mml import (
     DIMML,
@@ -22,7 +21,6 @@ from trainables.methods.di_mml import (
     select_dims,
 )
 from trainables.models.classifier import ModelSpec
-from trainables.reporting import JsonlReporter
 
 SPEC = ModelSpec({"a": (1, 6, 6), "b": (3,)}, {"a": "cnn", "b": "mlp"}, 4, "concat", 3)
 
@@ -166,19 +164,8 @@ def test_resume_during_duc_gives_the_same_result(tmp_path):
     params = {"duc_start": 0, "stage2_epochs": 1, "temperature": 1.0}
     fast = {"feature_dim": 16, "encoders": {"pix": "mlp"}}  # the state restore is under test, not the encoder
     cfg = tiny_config("di_mml", epochs=3, params=params, eval={"missing": False}, model=fast)
-
-    class Stop(Exception):
-        pass
-
-    class StopAfter(JsonlReporter):
-        def report(self, metrics, checkpoint):
-            super().report(metrics, checkpoint)
-            if metrics["epoch"] == 1:  # DUC dims were selected at the start of epoch 1 and are needed in epoch 2
-                raise Stop
-
-    full = run_trial(cfg, JsonlReporter(tmp_path / "full"))
-    with pytest.raises(Stop):
-        run_trial(cfg, StopAfter(tmp_path / "cut"))
-    assert run_trial(cfg, JsonlReporter(tmp_path / "cut")) == full
-    rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    # DUC dims were selected at the start of epoch 1 and are needed in epoch 2
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=1)
+    assert resumed == straight
+    rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     assert '"train/di_mml/duc"' in rows[1] and '"train/di_mml/stage": 2.0' in rows[2]

@@ -5,10 +5,9 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupted_then_resumed, tiny_config
 
 from trainables.errors import ConfigError
-from trainables.loop import run_trial
 from trainables.methods.base import EpochContext, MethodContext, StepState
 from trainables.methods.dmrnet import (
     DMRNet,
@@ -20,7 +19,6 @@ from trainables.methods.dmrnet import (
     single_modality_variance,
 )
 from trainables.models.classifier import ModelSpec
-from trainables.reporting import JsonlReporter
 
 SPEC = ModelSpec({"a": (5,), "b": (3,)}, {"a": "mlp", "b": "mlp"}, 4, "concat", 3)
 
@@ -121,19 +119,7 @@ def test_bad_params_and_fusion_are_one_line_errors():
 def test_resume_after_the_weak_choice_gives_the_same_result(tmp_path):
     fast = {"feature_dim": 16, "encoders": {"pix": "mlp"}}  # the state restore is under test, not the encoder
     cfg = tiny_config("dmrnet", epochs=3, params={"weak_epochs": 1}, eval={"missing": False}, model=fast)
-
-    class Stop(Exception):
-        pass
-
-    class StopAfter(JsonlReporter):
-        def report(self, metrics, checkpoint):
-            super().report(metrics, checkpoint)
-            if metrics["epoch"] == 2:
-                raise Stop
-
-    full = run_trial(cfg, JsonlReporter(tmp_path / "full"))
-    with pytest.raises(Stop):
-        run_trial(cfg, StopAfter(tmp_path / "cut"))
-    assert run_trial(cfg, JsonlReporter(tmp_path / "cut")) == full
-    rows = [line for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=2)
+    assert resumed == straight
+    rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     assert '"train/dmrnet/hard"' in rows[2] and sum(f'"train/dmrnet/weak/{m}": 1.0' in rows[2] for m in ("pix", "fou")) == 1

@@ -4,20 +4,17 @@ and per batch; the projector survives checkpoint/resume."""
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 
 import pytest
 import torch
+from conftest import interrupted_then_resumed
 
 from trainables.errors import ConfigError
-from trainables.loop import run_trial
 from trainables.methods.base import MethodContext, StepState
 from trainables.methods.mla import MLA, MLAParams, owm_alpha, project_gradient, uncertainty_weights, update_projector
 from trainables.models.classifier import ModelSpec
 from trainables.params import build_params
-from trainables.reporting import JsonlReporter
 
 
 def test_projector_update_matches_hand_computation() -> None:
@@ -129,35 +126,12 @@ def test_unequal_feature_sizes_and_bad_fixed_weights_are_config_errors() -> None
         MLA(MLAParams(fusion="fixed", fixed_weights=[1.0, 2.0, 3.0]), ctx)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(JsonlReporter):
-    def __init__(self, out, n: int) -> None:
-        super().__init__(out)
-        self.n = n
-
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        self.n -= 1
-        if self.n == 0:
-            raise _Crash
-
-
 def test_resume_mid_run_restores_projector(tmp_path) -> None:
     cfg = {
         "method": "mla", "dataset": "mfeat", "epochs": 2, "eval": {"missing": False},
         "data": {"train_per_class": 5, "val_per_class": 3, "test_per_class": 3}, "loader": {"batch_size": 16},
     }  # fmt: skip
-    straight = run_trial(copy.deepcopy(cfg), JsonlReporter(tmp_path / "a"))
-    with pytest.raises(_Crash):
-        run_trial(copy.deepcopy(cfg), _CrashAfter(tmp_path / "b", 1))
-    resumed = run_trial(copy.deepcopy(cfg), JsonlReporter(tmp_path / "b"))
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=1)  # also compares every epoch's row
     assert resumed == straight
-    rows = {k: [json.loads(x) for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in "ab"}
-    for row in rows["a"] + rows["b"]:
-        row.pop("time/epoch_s")
-    assert rows["a"] == rows["b"]  # every epoch, including the last (which the best-val summary may not show)
-    last = torch.load(sorted((tmp_path / "b" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    last = torch.load(sorted((tmp_path / "cut" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert not torch.equal(last["method"]["P"], torch.eye(64))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupted_then_resumed, tiny_config
 
 from trainables.config import resolve
 from trainables.loop import build_trial, run_trial
@@ -26,7 +26,9 @@ def test_steps_give_finite_loss_and_move_parameters(name):
     trial.model.train()
     losses = []
     for i, batch in enumerate(trial.train_loader):
-        out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, StepState(0, i, len(trial.train_loader), i))
+        out = trial.method.training_step(
+            trial.model, trial.to_device(batch), trial.optimizers, StepState(0, i, len(trial.train_loader), i)
+        )
         losses.append(out["loss"])
     assert losses and all(math.isfinite(v) for v in losses)
     after = trial.model.state_dict()
@@ -39,21 +41,8 @@ def test_steps_give_finite_loss_and_move_parameters(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_checkpoint_resume_mid_run_gives_the_same_final_metrics(tmp_path, name):
-    cfg = tiny_config(name, epochs=3)
-
-    class Stop(Exception):
-        pass
-
-    class StopAfter2(JsonlReporter):
-        def report(self, metrics, checkpoint):
-            super().report(metrics, checkpoint)
-            if metrics["epoch"] == 2:
-                raise Stop
-
-    full = run_trial(cfg, JsonlReporter(tmp_path / "full"))
-    with pytest.raises(Stop):
-        run_trial(cfg, StopAfter2(tmp_path / "cut"))
-    assert run_trial(cfg, JsonlReporter(tmp_path / "cut")) == full
+    straight, resumed = interrupted_then_resumed(tiny_config(name, epochs=3), tmp_path, stop_after=2)
+    assert resumed == straight
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from trainables.metrics import (
-    EvalAccumulator, acc_gap, accuracy, confusion_matrix, macro_f1, modality_subsets, score_ratio, true_class_score,
+    EvalAccumulator,
+    acc_gap,
+    accuracy,
+    confusion_matrix,
+    macro_f1,
+    modality_subsets,
+    score_ratio,
+    true_class_score,
 )
 
 

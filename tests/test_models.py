@@ -37,8 +37,14 @@ def test_two_modality_heads_zero_the_other_features(kind):
         build_fusion(kind, {"a": 3, "b": 2, "c": 1}, 4)
 
 
-@pytest.mark.parametrize("shape,x", [((1, 32, 24), torch.randn(2, 1, 32, 24)), ((2, 32, 32), torch.randn(2, 2, 32, 32)),
-                                     ((3, 3, 32, 32), torch.randn(2, 3, 3, 32, 32))])
+@pytest.mark.parametrize(
+    "shape,x",
+    [
+        ((1, 32, 24), torch.randn(2, 1, 32, 24)),
+        ((2, 32, 32), torch.randn(2, 2, 32, 32)),
+        ((3, 3, 32, 32), torch.randn(2, 3, 3, 32, 32)),
+    ],
+)
 def test_resnet18_channels_and_frame_pooling(shape, x):
     enc = build_encoder("resnet18", shape, 512).eval()
     assert enc.net.conv1.in_channels == shape[-3]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainables.methods.base import Batch, BalancingMethod
+from trainables.methods.base import BalancingMethod, Batch
 from trainables.metrics import EvalAccumulator, modality_subsets
 
 

@@ -21,7 +21,7 @@ from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
 from trainables.evaluate import evaluate
 from trainables.methods import METHODS
-from trainables.methods.base import Batch, BalancingMethod, EpochContext, MethodContext, StepState
+from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState
 from trainables.models.classifier import ModelSpec
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.reporting import Reporter
@@ -61,8 +61,17 @@ class Trial:
         }
 
     def eval_split(self, loader: DataLoader, split: str, missing: bool = False) -> dict[str, float]:
-        return evaluate(self.method, self.model, loader, split, self.modalities, self.data.num_classes,
-                        self.to_device, self.rt.all_reduce, missing)
+        return evaluate(
+            self.method,
+            self.model,
+            loader,
+            split,
+            self.modalities,
+            self.data.num_classes,
+            self.to_device,
+            self.rt.all_reduce,
+            missing,
+        )
 
 
 def _shard(ds: Any, rt: Runtime) -> Any:
@@ -75,7 +84,9 @@ def build_trial(cfg: Resolved, rt: Runtime) -> Trial:
     seed_everything(t.seed, t.deterministic)
     data = DATASETS.get(t.dataset)().build(cfg.data_params, t.data_root, t.seed)
     encoders = {m: t.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
-    spec = ModelSpec({m: s.shape for m, s in data.modalities.items()}, encoders, t.model.feature_dim, t.model.fusion, data.num_classes)
+    spec = ModelSpec(
+        {m: s.shape for m, s in data.modalities.items()}, encoders, t.model.feature_dim, t.model.fusion, data.num_classes
+    )
     mctx = MethodContext(list(data.modalities), data.num_classes, t.epochs, rt.device, t.seed)
     method = METHODS.get(t.method)(cfg.method_params, mctx)
     model = method.build_model(spec).to(rt.device)
@@ -87,7 +98,9 @@ def build_trial(cfg: Resolved, rt: Runtime) -> Trial:
     sampler = DistributedSampler(data.train, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=t.seed)
     lk = dict(num_workers=t.loader.num_workers, pin_memory=rt.device.type == "cuda", persistent_workers=t.loader.num_workers > 0)
     per_rank = len(data.train) // rt.world_size
-    train_loader = DataLoader(data.train, batch_size=t.loader.batch_size, sampler=sampler, drop_last=per_rank > t.loader.batch_size, **lk)
+    train_loader = DataLoader(
+        data.train, batch_size=t.loader.batch_size, sampler=sampler, drop_last=per_rank > t.loader.batch_size, **lk
+    )
     ev = lambda ds: DataLoader(_shard(ds, rt), batch_size=t.loader.eval_batch_size, shuffle=False, **lk)  # noqa: E731
     return Trial(cfg, rt, data, method, model, optimizers, schedulers, train_loader, ev(data.val), ev(data.test))
 
@@ -104,7 +117,9 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=None)
     for i, batch in enumerate(batches):
         with autocast:
-            out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, StepState(epoch, i, n, epoch * n + i))
+            out = trial.method.training_step(
+                trial.model, trial.to_device(batch), trial.optimizers, StepState(epoch, i, n, epoch * n + i)
+            )
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
     stats = torch.tensor([sums[k] for k in sorted(sums)] + [float(n)], dtype=torch.float64)
@@ -114,10 +129,15 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
 
 def _state(trial: Trial, epoch: int, best: dict, history: list) -> dict[str, Any]:
     return {
-        "epoch": epoch, "config": trial.cfg.to_dict(), "model": trial.model.state_dict(),
+        "epoch": epoch,
+        "config": trial.cfg.to_dict(),
+        "model": trial.model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in trial.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in trial.schedulers.items()},
-        "method": trial.method.state_dict(), "rng": rng_state(), "best": best, "history": history,
+        "method": trial.method.state_dict(),
+        "rng": rng_state(),
+        "best": best,
+        "history": history,
     }
 
 
@@ -135,7 +155,9 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def run_trial(config: dict[str, Any] | Resolved, reporter: Reporter, runtime: Runtime | None = None, progress: bool = False) -> dict[str, Any]:
+def run_trial(
+    config: dict[str, Any] | Resolved, reporter: Reporter, runtime: Runtime | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Train one trial to the end (resuming from ``reporter.restore()`` when it has a state).
 
     Returns:
@@ -172,10 +194,17 @@ def run_trial(config: dict[str, Any] | Resolved, reporter: Reporter, runtime: Ru
         if score is None:
             from trainables.errors import ConfigError
 
-            raise ConfigError("eval.select_metric", f"{t.eval.select_metric!r} is not reported; reported: {', '.join(sorted(row))}")
+            raise ConfigError(
+                "eval.select_metric", f"{t.eval.select_metric!r} is not reported; reported: {', '.join(sorted(row))}"
+            )
         if _better(score, best["score"], t.eval.select_mode):
-            best = {"epoch": epoch + 1, "score": score, "metrics": {k: v for k, v in row.items() if k.startswith("val/")},
-                    "model": copy.deepcopy(trial.model.state_dict()), "method": copy.deepcopy(trial.method.state_dict())}
+            best = {
+                "epoch": epoch + 1,
+                "score": score,
+                "metrics": {k: v for k, v in row.items() if k.startswith("val/")},
+                "model": copy.deepcopy(trial.model.state_dict()),
+                "method": copy.deepcopy(trial.method.state_dict()),
+            }
         last = epoch + 1 == t.epochs
         if last:
             row.update(_test_of_best(trial, best))
@@ -201,7 +230,15 @@ def summarize(cfg: Resolved, data: DataBundle, best: dict[str, Any], history: li
     final = history[-1]
     test = {k: v for k, v in final.items() if k.startswith("test/")}
     return {
-        "status": "completed", "method": cfg.train.method, "dataset": cfg.train.dataset, "seed": cfg.train.seed,
-        "epochs": cfg.train.epochs, "best_epoch": best["epoch"], **best["metrics"], **test,
-        "config": cfg.to_dict(), "data_info": data.info, "modalities": list(data.modalities),
+        "status": "completed",
+        "method": cfg.train.method,
+        "dataset": cfg.train.dataset,
+        "seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+        "best_epoch": best["epoch"],
+        **best["metrics"],
+        **test,
+        "config": cfg.to_dict(),
+        "data_info": data.info,
+        "modalities": list(data.modalities),
     }

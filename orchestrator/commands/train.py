@@ -21,8 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.lr=0.05 --set params.alpha=0.5")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.lr=0.05 --set params.alpha=0.5",
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/<method>-<dataset>-s<seed>)")
     p.set_defaults(func=run)
 
@@ -46,8 +52,11 @@ def check_out_dir(out: Path, config: dict) -> None:
     saved = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["config"]
     if json.loads(dumps(saved)) != json.loads(dumps(config)):
         diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-        raise ConfigError("--out", f"{out} holds a run with a different config (differs in: {', '.join(diff)}); "
-                                   "choose another --out to start afresh, or the same settings to resume")
+        raise ConfigError(
+            "--out",
+            f"{out} holds a run with a different config (differs in: {', '.join(diff)}); "
+            "choose another --out to start afresh, or the same settings to resume",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(summary_path, json.dumps(json.loads(dumps(summary)), indent=2, sort_keys=True))
     mods = summary["modalities"]
     per = "  ".join(f"{m} {summary.get(f'test/acc/{m}', float('nan')):.4f}" for m in mods)
-    print(f"{t.method} on {t.dataset} (seed {t.seed}): best val/acc {summary.get('val/acc', float('nan')):.4f} "
-          f"at epoch {summary['best_epoch']}; test/acc {summary['test/acc']:.4f}; per modality: {per}")
+    print(
+        f"{t.method} on {t.dataset} (seed {t.seed}): best val/acc {summary.get('val/acc', float('nan')):.4f} "
+        f"at epoch {summary['best_epoch']}; test/acc {summary['test/acc']:.4f}; per modality: {per}"
+    )
     print(f"wrote {summary_path}")
     return 0

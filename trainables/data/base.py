@@ -79,7 +79,9 @@ class TensorDictDataset(Dataset):
 
     def subset(self, rows: np.ndarray) -> TensorDictDataset:
         rows_t = torch.as_tensor(rows)
-        return TensorDictDataset({m: x[rows_t] for m, x in self.inputs.items()}, self.labels[rows_t], self.indices[rows_t].numpy())
+        return TensorDictDataset(
+            {m: x[rows_t] for m, x in self.inputs.items()}, self.labels[rows_t], self.indices[rows_t].numpy()
+        )
 
 
 def stratified_split(labels: np.ndarray, sizes: dict[str, int | float], seed: int) -> dict[str, np.ndarray]:

@@ -77,6 +77,10 @@ class MFeat(DatasetSpec):
         full = TensorDictDataset(inputs, torch.from_numpy(labels))
         info = {"split_seed": params.split_seed, "sizes": {k: len(v) for k, v in split.items()}, "asset_sha256": ASSET_SHA256}
         return DataBundle(
-            train=full.subset(split["train"]), val=full.subset(split["val"]), test=full.subset(split["test"]),
-            modalities=specs, class_names=[str(i) for i in range(10)], info=info,
+            train=full.subset(split["train"]),
+            val=full.subset(split["val"]),
+            test=full.subset(split["test"]),
+            modalities=specs,
+            class_names=[str(i) for i in range(10)],
+            info=info,
         )

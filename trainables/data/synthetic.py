@@ -55,7 +55,9 @@ def _carried_class(rng: np.random.Generator, labels: np.ndarray, informative: fl
     return np.where(rng.random(len(labels)) < informative, labels, other)
 
 
-def generate(p: SyntheticParams, labels: np.ndarray, rng: np.random.Generator, protos: np.ndarray, patterns: np.ndarray) -> dict[str, np.ndarray]:
+def generate(
+    p: SyntheticParams, labels: np.ndarray, rng: np.random.Generator, protos: np.ndarray, patterns: np.ndarray
+) -> dict[str, np.ndarray]:
     n, k, s = len(labels), p.num_classes, p.slow_size
     cf = _carried_class(rng, labels, p.informative_fast, k)
     fast = protos[cf] + rng.standard_normal((n, p.fast_dim))
@@ -82,6 +84,9 @@ class Synthetic(DatasetSpec):
             labels = np.repeat(np.arange(k), per)
             x = generate(params, labels, rng, protos, patterns)
             splits[name] = TensorDictDataset({m: torch.from_numpy(v) for m, v in x.items()}, torch.from_numpy(labels))
-        specs = {"fast": ModalitySpec((params.fast_dim,), "mlp"), "slow": ModalitySpec((1, params.slow_size, params.slow_size), "cnn")}
+        specs = {
+            "fast": ModalitySpec((params.fast_dim,), "mlp"),
+            "slow": ModalitySpec((1, params.slow_size, params.slow_size), "cnn"),
+        }
         info = {"data_seed": params.data_seed, "sizes": {n: len(d) for n, d in splits.items()}}
         return DataBundle(splits["train"], splits["val"], splits["test"], specs, [f"c{i}" for i in range(k)], info)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from trainables.methods.base import Batch, BalancingMethod, Optimizers, StepState, cross_entropy, register_method, sgd_step
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method, sgd_step
 
 
 @register_method("joint")

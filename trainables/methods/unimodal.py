@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import Batch, BalancingMethod, Optimizers, StepState, cross_entropy, register_method, sgd_step
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method, sgd_step
 from trainables.models.classifier import ModelSpec
 from trainables.models.encoders import build_encoder
 from trainables.models.output import ModelOutput
@@ -50,7 +50,9 @@ class Unimodal(BalancingMethod):
     def build_model(self, spec: ModelSpec) -> nn.Module:
         modality = self.params.modality or spec.modalities[0]
         if modality not in spec.modalities:
-            raise ConfigError("params.modality", f"{modality!r} is not a modality of this dataset; allowed: {', '.join(spec.modalities)}")
+            raise ConfigError(
+                "params.modality", f"{modality!r} is not a modality of this dataset; allowed: {', '.join(spec.modalities)}"
+            )
         return UnimodalModel(spec, modality)
 
     def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:

@@ -47,9 +47,7 @@ class ModelSpec:
         return list(self.shapes)
 
     def build_encoders(self) -> nn.ModuleDict:
-        return nn.ModuleDict(
-            {m: build_encoder(self.encoders[m], self.shapes[m], self.feature_dim) for m in self.modalities}
-        )
+        return nn.ModuleDict({m: build_encoder(self.encoders[m], self.shapes[m], self.feature_dim) for m in self.modalities})
 
     def build(self) -> MultimodalClassifier:
         encoders = self.build_encoders()

@@ -61,8 +61,11 @@ class SmallCNN(_FramePooled):
             return [nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
 
         self.net = nn.Sequential(
-            *block(in_ch, width, 1), *block(width, 2 * width, 2), *block(2 * width, feature_dim, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *block(in_ch, width, 1),
+            *block(width, 2 * width, 2),
+            *block(2 * width, feature_dim, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
