@@ -6,6 +6,7 @@ Ray is imported and started only for ``packed``/``ddp``; ``local`` never touches
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -42,7 +43,24 @@ def start_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():  # tests and notebooks bring their own
         return
-    ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=True)
+    _probe(address)
+    try:
+        ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=True)
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(
+            "--address", f"cannot join a Ray cluster at {address!r} ({exc}); start one with `ray start --head`"
+        ) from None
+
+
+def _probe(address: str | None) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--address", f"no Ray head answers at {address} ({exc}); start one with `ray start --head`") from None
 
 
 def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict[str, Any]:
@@ -52,16 +70,17 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         ``{"status": {trial_id: completed|stopped|error}, "wall_s": seconds}``.
     """
     prepare_results(sweep, resume)
+    tic = time.perf_counter()
+    if sweep.keys.execution.mode != "local":
+        start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
     writer = ResultsWriter(sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir))
     writer.write_sweep(canonical(sweep.raw))
-    tic = time.perf_counter()
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
         else:
             from orchestrator.tune_runner import run_tune
 
-            start_ray(address)
             status = run_tune(sweep, writer, resume)
     finally:
         writer.close()

@@ -175,6 +175,11 @@ def test_cli_rejects_a_bad_sweep_before_ray_starts(tmp_path):
     assert out.stderr.strip() == f"mmbal sweep: error: {bad}: methods.joint.params.alpha: unknown key; allowed keys: (no keys)"
     assert "Traceback" not in out.stderr and "Ray" not in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()  # nothing half-written
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(base()))
+    nobody = _cli("sweep", str(good), "--address", "127.0.0.1:1", cwd=tmp_path)  # nothing listens on port 1
+    assert nobody.returncode == 2 and "--address: no Ray head answers at 127.0.0.1:1" in nobody.stderr
+    assert not (tmp_path / "results").exists()
     val = _cli("validate", str(bad), cwd=tmp_path)
     assert val.returncode == 1 and val.stderr.count("\n") == 1 and "methods.joint.params.alpha" in val.stderr
 
