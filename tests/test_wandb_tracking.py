@@ -42,6 +42,23 @@ def read_wandb_records(path: Path) -> list:
     return out
 
 
+def wait_for_exit_record(folder: Path, timeout_s: float = 30.0) -> list:
+    """The run's records once wandb-core has written them out to the end (it does so asynchronously:
+    once, in a full test session, the file was not there yet right after ``run.finish()``)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        files = list(folder.glob("*.wandb"))
+        try:
+            recs = read_wandb_records(files[0]) if len(files) == 1 else []
+        except Exception:  # noqa: BLE001 - a record still being written
+            recs = []
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.time() > deadline:
+            return recs
+        time.sleep(0.2)
+
+
 def history(records: list) -> list[dict[str, float]]:
     import json
 
@@ -77,8 +94,7 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
     assert [p.name.startswith("offline-run-") for p in runs] == [True, True]
     seen = {}
     for folder in runs:
-        (wandb_file,) = folder.glob("*.wandb")
-        recs = read_wandb_records(wandb_file)
+        recs = wait_for_exit_record(folder)
         (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
         metrics = {
             (r.metric.name, r.metric.glob_name, r.metric.step_metric) for r in recs if r.WhichOneof("record_type") == "metric"
