@@ -102,3 +102,18 @@ def print_leaderboard(sweep: Sweep) -> None:
         print(leaderboard_markdown(sweep.results_dir, sweep.keys.metric, sweep.keys.mode))
     except ConfigError as exc:
         print(f"no leaderboard: {exc.message}", file=sys.stderr)
+        return
+    if sweep.tracking.backend == "wandb":  # the leaderboard and plots next to the curves; never raises
+        from orchestrator.summary_run import log_summary_run
+        from orchestrator.tracking import resolve_mode
+
+        log_summary_run(
+            sweep.results_dir,
+            sweep.tracking.project,
+            sweep.experiment,
+            mode=resolve_mode(sweep.tracking),
+            select_metric=sweep.keys.metric,
+            select_mode=sweep.keys.mode,
+            entity=sweep.tracking.entity,
+            timeout_s=sweep.tracking.timeout_s,
+        )

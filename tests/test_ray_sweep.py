@@ -154,14 +154,16 @@ def test_ddp_trial_reports_all_reduced_metrics(tmp_path):
     assert any(h[k] != pytest.approx(full[k], abs=1e-3) for h in halves for k in ("val/acc/pix", "val/acc/fou"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed (an optional searcher)")
-def test_optuna_searches_one_method_space(tmp_path):
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
+def test_model_based_searcher_searches_one_method_space(tmp_path, searcher):
+    if importlib.util.find_spec(searcher) is None:
+        pytest.skip(f"{searcher} not installed (an optional searcher: pip install -e '.[search]')")
     sweep = parse_sweep(
         raw(
             tmp_path,
-            "optuna",
+            searcher,
             methods={"joint": {"optim": {"lr": {"loguniform": [1e-3, 0.3]}}, "model": {"fusion": {"choice": ["concat", "sum"]}}}},
-            search={"searcher": "optuna", "samples": 3},
+            search={"searcher": searcher, "samples": 3},
             execution={"mode": "packed", "max_concurrent": 2, "max_failures": 0},
         )
     )

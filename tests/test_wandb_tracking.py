@@ -91,7 +91,9 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
     run_sweep(sweep)
     capsys.readouterr()
     runs = offline_runs(sweep.results_dir)
-    assert [p.name.startswith("offline-run-") for p in runs] == [True, True]
+    summary = [p for p in runs if p.name.endswith("-summary")]  # the sweep's leaderboard run
+    runs = [p for p in runs if p not in summary]
+    assert len(summary) == 1 and [p.name.startswith("offline-run-") for p in runs] == [True, True]
     seen = {}
     for folder in runs:
         recs = wait_for_exit_record(folder)
@@ -120,7 +122,7 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
     assert last["val/acc/fou"] == pytest.approx(seen["joint"][2])
     # mmbal sync finds exactly these runs (the dry run lists what `wandb sync` would upload)
     sync.run(type("A", (), {"experiment": "wb", "results": str(tmp_path / "results"), "dry_run": True})())
-    assert capsys.readouterr().out.split() == [str(p) for p in runs]
+    assert capsys.readouterr().out.split() == [str(p) for p in offline_runs(sweep.results_dir)]  # summary run too
     # the API key reaches no file: not the configs, results, W&B run files or logs
     for f in sweep.results_dir.rglob("*"):
         if f.is_file() and not f.is_symlink():

@@ -8,6 +8,7 @@ split is evaluated once, on the best-validation state, after the last epoch.
 from __future__ import annotations
 
 import copy
+import re
 import time
 import warnings
 from contextlib import nullcontext
@@ -184,7 +185,7 @@ def run_trial(
         row.update(_train_epoch(trial, epoch, progress))
         row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, ctx(epoch)).items()})
         with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             for k, s in trial.schedulers.items():
                 row[f"train/lr/{k}"] = s.get_last_lr()[0]
                 s.step()
