@@ -65,19 +65,11 @@ def log_summary_run(
 
         from orchestrator.leaderboard import build_leaderboard
         from orchestrator.report import write_report
+        from orchestrator.tracking import bounded_settings
 
         files = files or write_report(results_dir, report_dir, select_metric, select_mode)
         lb = build_leaderboard(results_dir, select_metric, select_mode)
-        settings = wandb.Settings(
-            silent=True,
-            console="off",
-            init_timeout=timeout_s,
-            finish_timeout=timeout_s,
-            x_file_stream_timeout_seconds=timeout_s,
-            x_graphql_timeout_seconds=timeout_s,
-            x_disable_stats=True,
-            save_code=False,
-        )
+        settings = bounded_settings(timeout_s)
         run = wandb.init(
             project=project,
             entity=entity,

@@ -82,17 +82,7 @@ class WandbTracker(Tracker):
             import wandb
 
             self.dir.mkdir(parents=True, exist_ok=True)
-            t = self.spec.timeout_s
-            settings = wandb.Settings(
-                silent=True,
-                console="off",
-                init_timeout=t,
-                finish_timeout=t,
-                x_file_stream_timeout_seconds=t,
-                x_graphql_timeout_seconds=t,
-                x_disable_stats=True,
-                save_code=False,
-            )
+            settings = bounded_settings(self.spec.timeout_s)
             run = wandb.init(
                 project=self.spec.project,
                 entity=self.spec.entity,
@@ -152,6 +142,24 @@ def make_tracker(spec: TrackingSpec, experiment: str, results_dir: str | os.Path
     if spec.backend == "none" or resolve_mode(spec) == "disabled":
         return Tracker()
     return WandbTracker(spec, experiment, results_dir)
+
+
+def bounded_settings(timeout_s: float) -> Any:
+    """W&B settings shared by every run mmbal makes: quiet, no code or system stats saved, and every
+    network wait bounded by ``timeout_s`` so an interrupted or offline sweep never hangs."""
+    import wandb
+
+    t = timeout_s
+    return wandb.Settings(
+        silent=True,
+        console="off",
+        init_timeout=t,
+        finish_timeout=t,
+        x_file_stream_timeout_seconds=t,
+        x_graphql_timeout_seconds=t,
+        x_disable_stats=True,
+        save_code=False,
+    )
 
 
 def offline_runs(results_dir: str | os.PathLike) -> list[Path]:
