@@ -12,6 +12,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 TINY_MFEAT = {"train_per_class": 6, "val_per_class": 4, "test_per_class": 4}
+# the same tiny split as command-line overrides
+TINY_ARGS = [a for k, v in TINY_MFEAT.items() for a in ("--set", f"data.{k}={v}")]
 
 
 def tiny_config(method: str = "joint", epochs: int = 2, **extra) -> dict:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_ARGS
 
 from orchestrator.cli import main
 
@@ -60,12 +61,7 @@ def test_bench_prints_ratios_against_joint(capsys):
                 "1",
                 "--repeats",
                 "1",
-                "--set",
-                "data.train_per_class=6",
-                "--set",
-                "data.val_per_class=4",
-                "--set",
-                "data.test_per_class=4",
+                *TINY_ARGS,
             ]
         )
         == 0

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import interrupted_then_resumed, tiny_config
+from conftest import TINY_ARGS, interrupted_then_resumed, tiny_config
 
 from orchestrator.cli import main
 from orchestrator.results import read_jsonl
@@ -26,12 +26,7 @@ def test_cli_train_twice_gives_identical_summary(tmp_path, capsys):
         "2",
         "--seed",
         "0",
-        "--set",
-        "data.train_per_class=6",
-        "--set",
-        "data.val_per_class=4",
-        "--set",
-        "data.test_per_class=4",
+        *TINY_ARGS,
     ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
@@ -73,12 +68,7 @@ def test_a_failed_run_leaves_no_summary(tmp_path, monkeypatch, capsys):
         "train",
         "--epochs",
         "2",
-        "--set",
-        "data.train_per_class=6",
-        "--set",
-        "data.val_per_class=4",
-        "--set",
-        "data.test_per_class=4",
+        *TINY_ARGS,
         "--out",
         str(out),
     ]
@@ -102,12 +92,7 @@ def test_out_dir_with_another_config_is_refused(tmp_path, capsys):
         "train",
         "--epochs",
         "1",
-        "--set",
-        "data.train_per_class=6",
-        "--set",
-        "data.val_per_class=4",
-        "--set",
-        "data.test_per_class=4",
+        *TINY_ARGS,
         "--out",
         str(tmp_path),
     ]
