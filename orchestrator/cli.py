@@ -12,6 +12,18 @@ import sys
 from trainables.errors import ConfigError, DataError
 
 
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    """The ``--set KEY=VALUE`` option every command that takes a config shares (values read as YAML)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override any key (repeatable), e.g. {example}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator import commands
 

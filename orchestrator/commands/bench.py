@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from orchestrator.cli import add_overrides
 from trainables.config import apply_overrides
 from trainables.loop import run_trial
 from trainables.methods import METHODS
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(p, "--set data.train_per_class=20")
     p.set_defaults(func=run)
 
 

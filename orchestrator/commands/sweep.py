@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli import add_overrides
 from orchestrator.execution import run_sweep
 from orchestrator.sweep_spec import load_sweep
 
@@ -11,14 +12,7 @@ from orchestrator.sweep_spec import load_sweep
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a sweep YAML (Ray Tune; execution.mode local runs without Ray)")
     p.add_argument("sweep", metavar="SWEEP.yaml")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any sweep key, e.g. --set epochs=2 --set execution.mode=local --set methods.joint.optim.lr=0.05",
-    )
+    add_overrides(p, "--set epochs=2 --set execution.mode=local --set methods.joint.optim.lr=0.05")
     p.add_argument(
         "--address", default=None, help="Ray cluster to join (auto = the local cluster's head); default: start Ray here"
     )

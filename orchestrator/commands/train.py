@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from orchestrator.cli import add_overrides
 from trainables.config import apply_overrides, resolve
 from trainables.errors import ConfigError
 from trainables.loop import run_trial
@@ -21,14 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set optim.lr=0.05 --set params.alpha=0.5",
-    )
+    add_overrides(p, "--set optim.lr=0.05 --set params.alpha=0.5")
     p.add_argument("--out", default=None, help="output folder (default runs/<method>-<dataset>-s<seed>)")
     p.set_defaults(func=run)
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections import Counter
 
+from orchestrator.cli import add_overrides
 from orchestrator.sweep_spec import SweepErrors, load_sweep
 from trainables.errors import ConfigError
 
@@ -13,7 +14,7 @@ from trainables.errors import ConfigError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check sweep files without running anything (no Ray)")
     p.add_argument("sweeps", nargs="+", metavar="SWEEP.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for mmbal sweep")
+    add_overrides(p, "--set epochs=2 (as for mmbal sweep)")
     p.set_defaults(func=run)
 
 
