@@ -62,11 +62,7 @@ class Runtime:
             return
 
         def hook(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self.all_reduce(p.grad)
-                        p.grad.div_(self.world_size)
+            average_gradients([p for g in opt.param_groups for p in g["params"]], self.all_reduce, self.world_size)
 
         optimizer.register_step_pre_hook(hook)
 
@@ -76,6 +72,35 @@ class Runtime:
             return
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[torch.Tensor], all_reduce, world_size: int) -> None:
+    """Average ``params``' gradients over ranks with two collectives, whatever each rank computed.
+
+    First the ranks vote on which parameters have a gradient anywhere (one small all-reduce), so
+    every rank then reduces the same tensors in the same order even if a method left a gradient
+    ``None`` on one rank only (otherwise the collectives would not match and the job would hang).
+    A parameter with no gradient on any rank stays ``None`` (the optimizer skips it, as without
+    DDP); one with a gradient somewhere counts as zero where it is missing, as DDP does. The
+    gradients then travel in one flat buffer per dtype/device instead of one collective per tensor.
+    """
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.int64)
+    all_reduce(present)
+    live = [p for p, n in zip(params, present.tolist(), strict=True) if n > 0]
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for p in live:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+    for ps in buckets.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in ps])
+        all_reduce(flat)
+        flat.div_(world_size)
+        offset = 0
+        for p in ps:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
 
 
 def pick_device(name: str) -> torch.device:
