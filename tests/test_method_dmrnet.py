@@ -105,7 +105,7 @@ def test_weak_modality_is_the_larger_variance_and_hard_loss_starts_after_the_cho
     method.var_count = torch.tensor([3.0, 4.0], dtype=torch.float64)
     diag = method.on_epoch_end(model, ctx(1))
     assert method.weak == 1 and diag["dmrnet/weak/b"] == 1.0 and diag["dmrnet/variance/b"] == pytest.approx(2.0)
-    out = method.training_step(model, _batch(), opt, StepState(2, 0, 1, 2))
+    out = {k: float(v) for k, v in method.training_step(model, _batch(), opt, StepState(2, 0, 1, 2)).items()}
     assert out["loss"] == pytest.approx(out["dmrnet/ce"] + 1e-3 * out["dmrnet/kl"] + 0.5 * out["dmrnet/hard"], rel=1e-5)
 
 

@@ -24,30 +24,30 @@ from trainables.params import build_params, knob
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["sgd", "adam", "adamw"] = knob("sgd", "optimizer")
-    lr: float = knob(0.01, "learning rate")
-    momentum: float = knob(0.9, "SGD momentum (ignored by Adam/AdamW)")
-    weight_decay: float = knob(1e-4, "weight decay (decoupled for AdamW)")
+    lr: float = knob(0.01, "learning rate", gt=0)
+    momentum: float = knob(0.9, "SGD momentum (ignored by Adam/AdamW)", ge=0, lt=1)
+    weight_decay: float = knob(1e-4, "weight decay (decoupled for AdamW)", ge=0)
 
 
 @dataclass(frozen=True)
 class SchedConfig:
     name: Literal["none", "step", "cosine"] = knob("none", "LR schedule, stepped once per epoch")
-    step_size: int = knob(70, "StepLR: epochs between decays")
-    gamma: float = knob(0.1, "StepLR: decay factor")
-    min_lr: float = knob(0.0, "cosine: final learning rate")
+    step_size: int = knob(70, "StepLR: epochs between decays", ge=1)
+    gamma: float = knob(0.1, "StepLR: decay factor", gt=0, le=1)
+    min_lr: float = knob(0.0, "cosine: final learning rate", ge=0)
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    batch_size: int = knob(64, "training batch size (per worker under DDP)")
-    eval_batch_size: int = knob(256, "evaluation batch size")
-    num_workers: int = knob(0, "DataLoader worker processes")
+    batch_size: int = knob(64, "training batch size (per worker under DDP)", ge=1)
+    eval_batch_size: int = knob(256, "evaluation batch size", ge=1)
+    num_workers: int = knob(0, "DataLoader worker processes", ge=0)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     fusion: str = knob("concat", "fusion head: concat, sum, film, gated")
-    feature_dim: int = knob(64, "feature size of MLP/CNN encoders (ResNet-18 gives 512)")
+    feature_dim: int = knob(64, "feature size of MLP/CNN encoders (ResNet-18 gives 512)", ge=1)
     encoders: dict[str, str] = knob({}, "per-modality encoder override, e.g. {pix: mlp}; default from the dataset")
 
     def __post_init__(self) -> None:
@@ -58,8 +58,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = knob(1, "checkpoint every N epochs (the last epoch always)")
-    keep: int = knob(2, "checkpoints kept on disk")
+    every: int = knob(1, "checkpoint every N epochs (the last epoch always)", ge=1)
+    keep: int = knob(2, "checkpoints kept on disk (>= 2 lets a corrupt latest one fall back)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class TrainConfig:
     method: str = knob("joint", "balancing method (mmbal list methods)")
     dataset: str = knob("mfeat", "dataset (mmbal list datasets)")
     data_root: str | None = knob(None, "folder of a real dataset; embedded datasets need none")
-    seed: int = knob(0, "seed of model init, data order and every random draw of the method")
-    epochs: int = knob(30, "training epochs")
+    seed: int = knob(0, "seed of model init, data order and every random draw of the method", ge=0, lt=2**32)
+    epochs: int = knob(30, "training epochs", ge=1)
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto = cuda when available")
     amp: bool = knob(False, "bfloat16 autocast on CUDA")
     deterministic: bool = knob(True, "deterministic torch algorithms")
@@ -87,10 +87,6 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError("epochs", f"got {self.epochs}; allowed: an integer >= 1")
 
 
 @dataclass(frozen=True)

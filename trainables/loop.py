@@ -12,26 +12,24 @@ import re
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm  # progress bars; quiet when stdout is not a terminal
 
 from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
+from trainables.errors import ConfigError
 from trainables.evaluate import evaluate
 from trainables.methods import METHODS
-from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState
+from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState, StepStats
 from trainables.models.classifier import ModelSpec
+from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
-
-try:  # progress bars are a nicety: tqdm stays quiet when stdout is not a terminal
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 
 @dataclass
@@ -39,10 +37,10 @@ class Trial:
     """Everything built for one trial."""
 
     cfg: Resolved
-    rt: Runtime
+    runtime: Runtime
     data: DataBundle
     method: BalancingMethod
-    model: torch.nn.Module
+    model: MultimodalModel
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, Any]
     train_loader: DataLoader
@@ -54,12 +52,15 @@ class Trial:
         return list(self.data.modalities)
 
     def to_device(self, batch: Batch) -> Batch:
-        dev = self.rt.device
+        device = self.runtime.device
         return {
-            "inputs": {m: x.to(dev, non_blocking=True) for m, x in batch["inputs"].items()},
-            "label": batch["label"].to(dev, non_blocking=True),
+            "inputs": {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()},
+            "label": batch["label"].to(device, non_blocking=True),
             "index": batch["index"],
         }
+
+    def epoch_context(self, epoch: int) -> EpochContext:
+        return EpochContext(epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce)
 
     def eval_split(self, loader: DataLoader, split: str, missing: bool = False) -> dict[str, float]:
         return evaluate(
@@ -70,65 +71,107 @@ class Trial:
             self.modalities,
             self.data.num_classes,
             self.to_device,
-            self.rt.all_reduce,
+            self.runtime.all_reduce,
             missing,
         )
 
 
-def _shard(ds: Any, rt: Runtime) -> Any:
+@dataclass
+class BestState:
+    """The best-validation epoch so far: its selection score, ``val/*`` metrics and weights."""
+
+    epoch: int | None = None
+    score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+
+    def improved_by(self, score: float, mode: str) -> bool:
+        return self.score is None or (score > self.score if mode == "max" else score < self.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> BestState:
+        return cls(**state)
+
+
+def _shard(dataset: Any, runtime: Runtime) -> Any:
     """Disjoint, unpadded contiguous-stride shard of an eval split for this rank."""
-    return ds if rt.world_size == 1 else Subset(ds, list(range(rt.rank, len(ds), rt.world_size)))
+    if runtime.world_size == 1:
+        return dataset
+    return Subset(dataset, list(range(runtime.rank, len(dataset), runtime.world_size)))
 
 
-def build_trial(cfg: Resolved, rt: Runtime) -> Trial:
-    t = cfg.train
-    seed_everything(t.seed, t.deterministic)
-    data = DATASETS.get(t.dataset)().build(cfg.data_params, t.data_root, t.seed)
-    encoders = {m: t.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
-    spec = ModelSpec(
-        {m: s.shape for m, s in data.modalities.items()}, encoders, t.model.feature_dim, t.model.fusion, data.num_classes
+def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
+    train_cfg = cfg.train
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    data = DATASETS.get(train_cfg.dataset)().build(cfg.data_params, train_cfg.data_root, train_cfg.seed)
+    encoders = {m: train_cfg.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
+    shapes = {m: s.shape for m, s in data.modalities.items()}
+    spec = ModelSpec(shapes, encoders, train_cfg.model.feature_dim, train_cfg.model.fusion, data.num_classes)
+    method_ctx = MethodContext(list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed)
+    method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
+    model = method.build_model(spec).to(runtime.device)
+    runtime.broadcast_model(model)
+    optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
+    for optimizer in optimizers.values():
+        runtime.sync_gradients(optimizer)
+    schedulers = {k: make_scheduler(train_cfg.sched, o, train_cfg.epochs) for k, o in optimizers.items()}
+    loader = train_cfg.loader
+    sampler = DistributedSampler(
+        data.train, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=train_cfg.seed
     )
-    mctx = MethodContext(list(data.modalities), data.num_classes, t.epochs, rt.device, t.seed)
-    method = METHODS.get(t.method)(cfg.method_params, mctx)
-    model = method.build_model(spec).to(rt.device)
-    rt.broadcast_model(model)
-    optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(t.optim, ps))
-    for opt in optimizers.values():
-        rt.sync_gradients(opt)
-    schedulers = {k: make_scheduler(t.sched, o, t.epochs) for k, o in optimizers.items()}
-    sampler = DistributedSampler(data.train, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=t.seed)
-    lk = dict(num_workers=t.loader.num_workers, pin_memory=rt.device.type == "cuda", persistent_workers=t.loader.num_workers > 0)
-    per_rank = len(data.train) // rt.world_size
+    loader_kw = dict(
+        num_workers=loader.num_workers,
+        pin_memory=runtime.device.type == "cuda",
+        persistent_workers=loader.num_workers > 0,
+    )
+    per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        data.train, batch_size=t.loader.batch_size, sampler=sampler, drop_last=per_rank > t.loader.batch_size, **lk
+        data.train, batch_size=loader.batch_size, sampler=sampler, drop_last=per_rank > loader.batch_size, **loader_kw
     )
-    ev = lambda ds: DataLoader(_shard(ds, rt), batch_size=t.loader.eval_batch_size, shuffle=False, **lk)  # noqa: E731
-    return Trial(cfg, rt, data, method, model, optimizers, schedulers, train_loader, ev(data.val), ev(data.test))
+
+    def eval_loader(dataset: Any) -> DataLoader:
+        return DataLoader(_shard(dataset, runtime), batch_size=loader.eval_batch_size, shuffle=False, **loader_kw)
+
+    return Trial(
+        cfg, runtime, data, method, model, optimizers, schedulers, train_loader, eval_loader(data.val), eval_loader(data.test)
+    )
 
 
 def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
-    t = trial.cfg.train
+    """One pass over this rank's training shard; the method's step statistics averaged over all batches.
+
+    Step statistics stay on the device (tensors are summed there) and are read once, at the end of
+    the epoch, so the host never waits for the device inside the epoch.
+    """
+    train_cfg = trial.cfg.train
     trial.model.train()
     trial.train_loader.sampler.set_epoch(epoch)
-    n = len(trial.train_loader)
-    sums: dict[str, float] = {}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and trial.rt.device.type == "cuda" else nullcontext()
+    num_batches = len(trial.train_loader)
+    sums: StepStats = {}
+    on_cuda = trial.runtime.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if train_cfg.amp and on_cuda else nullcontext()
     batches = trial.train_loader
-    if progress and tqdm is not None and trial.rt.is_main:
-        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=None)
+    if progress and trial.runtime.is_main:
+        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", leave=False, disable=None)
     for i, batch in enumerate(batches):
+        state = StepState(epoch, i, num_batches, epoch * num_batches + i)
         with autocast:
-            out = trial.method.training_step(
-                trial.model, trial.to_device(batch), trial.optimizers, StepState(epoch, i, n, epoch * n + i)
-            )
+            out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, state)
         for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    stats = torch.tensor([sums[k] for k in sorted(sums)] + [float(n)], dtype=torch.float64)
-    trial.rt.all_reduce(stats)  # mean over all batches of all ranks
-    return {f"train/{k}": stats[i].item() / stats[-1].item() for i, k in enumerate(sorted(sums))}
+            v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else float(v)
+            sums[k] = sums[k] + v if k in sums else v
+    keys = sorted(sums)
+    values = [torch.as_tensor(sums[k], dtype=torch.float64).reshape(()).cpu() for k in keys]
+    stats = torch.stack([*values, torch.tensor(float(num_batches), dtype=torch.float64)])
+    trial.runtime.all_reduce(stats)  # mean over all batches of all ranks
+    return {f"train/{k}": stats[i].item() / stats[-1].item() for i, k in enumerate(keys)}
 
 
-def _state(trial: Trial, epoch: int, best: dict, history: list) -> dict[str, Any]:
+def _state(trial: Trial, epoch: int, best: BestState, history: list) -> dict[str, Any]:
     return {
         "epoch": epoch,
         "config": trial.cfg.to_dict(),
@@ -137,7 +180,7 @@ def _state(trial: Trial, epoch: int, best: dict, history: list) -> dict[str, Any
         "schedulers": {k: s.state_dict() for k, s in trial.schedulers.items()},
         "method": trial.method.state_dict(),
         "rng": rng_state(),
-        "best": best,
+        "best": best.to_dict(),
         "history": history,
     }
 
@@ -152,8 +195,13 @@ def _load(trial: Trial, state: dict[str, Any]) -> None:
     set_rng_state(state["rng"])
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
+def _step_schedulers(trial: Trial, row: dict[str, Any]) -> None:
+    """Record each optimizer's learning rate of the epoch that ran, then step its schedule."""
+    with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        for k, s in trial.schedulers.items():
+            row[f"train/lr/{k}"] = s.get_last_lr()[0]
+            s.step()
 
 
 def run_trial(
@@ -167,67 +215,59 @@ def run_trial(
         same config and seed give identical summaries.
     """
     cfg = config if isinstance(config, Resolved) else resolve(config)
-    rt = runtime or Runtime.local(cfg.train.device)
-    trial = build_trial(cfg, rt)
-    t = cfg.train
-    best: dict[str, Any] = {"epoch": None, "score": None, "metrics": {}, "model": None, "method": None}
+    runtime = runtime or Runtime.local(cfg.train.device)
+    trial = build_trial(cfg, runtime)
+    train_cfg = cfg.train
+    best = BestState()
     history: list[dict[str, Any]] = []
     start = 0
     state = reporter.restore()
     if state is not None:
         _load(trial, state)
-        start, best, history = state["epoch"], state["best"], state["history"]
-    ctx = lambda e: EpochContext(e, trial.train_loader, rt.device, trial.to_device, rt.all_reduce)  # noqa: E731
-    for epoch in range(start, t.epochs):
+        start, best, history = state["epoch"], BestState.from_dict(state["best"]), state["history"]
+    for epoch in range(start, train_cfg.epochs):
         tic = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, ctx(epoch)).items()})
+        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()})
         row.update(_train_epoch(trial, epoch, progress))
-        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, ctx(epoch)).items()})
-        with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-            for k, s in trial.schedulers.items():
-                row[f"train/lr/{k}"] = s.get_last_lr()[0]
-                s.step()
+        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()})
+        _step_schedulers(trial, row)
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
-        score = row.get(t.eval.select_metric)
+        score = row.get(train_cfg.eval.select_metric)
         if score is None:
-            from trainables.errors import ConfigError
-
-            raise ConfigError(
-                "eval.select_metric", f"{t.eval.select_metric!r} is not reported; reported: {', '.join(sorted(row))}"
+            reported = ", ".join(sorted(row))
+            raise ConfigError("eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}")
+        if best.improved_by(score, train_cfg.eval.select_mode):
+            best = BestState(
+                epoch + 1,
+                score,
+                {k: v for k, v in row.items() if k.startswith("val/")},
+                copy.deepcopy(trial.model.state_dict()),
+                copy.deepcopy(trial.method.state_dict()),
             )
-        if _better(score, best["score"], t.eval.select_mode):
-            best = {
-                "epoch": epoch + 1,
-                "score": score,
-                "metrics": {k: v for k, v in row.items() if k.startswith("val/")},
-                "model": copy.deepcopy(trial.model.state_dict()),
-                "method": copy.deepcopy(trial.method.state_dict()),
-            }
-        last = epoch + 1 == t.epochs
+        last = epoch + 1 == train_cfg.epochs
         if last:
             row.update(_test_of_best(trial, best))
         history.append(row)
-        save = last or (epoch + 1) % t.checkpoint.every == 0
+        save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
 
 
-def _test_of_best(trial: Trial, best: dict[str, Any]) -> dict[str, Any]:
+def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
     """Test metrics of the best-validation state; the last state is put back afterwards."""
     last_model, last_method = copy.deepcopy(trial.model.state_dict()), copy.deepcopy(trial.method.state_dict())
-    trial.model.load_state_dict(best["model"])
-    trial.method.load_state_dict(best["method"])
+    trial.model.load_state_dict(best.model)
+    trial.method.load_state_dict(best.method)
     out = trial.eval_split(trial.test_loader, "test", missing=trial.cfg.train.eval.missing)
-    out["best/epoch"] = best["epoch"]
+    out["best/epoch"] = best.epoch
     trial.model.load_state_dict(last_model)
     trial.method.load_state_dict(last_method)
     return out
 
 
-def summarize(cfg: Resolved, data: DataBundle, best: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[dict[str, Any]]) -> dict[str, Any]:
     final = history[-1]
     test = {k: v for k, v in final.items() if k.startswith("test/")}
     return {
@@ -236,8 +276,8 @@ def summarize(cfg: Resolved, data: DataBundle, best: dict[str, Any], history: li
         "dataset": cfg.train.dataset,
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
-        "best_epoch": best["epoch"],
-        **best["metrics"],
+        "best_epoch": best.epoch,
+        **best.metrics,
         **test,
         "config": cfg.to_dict(),
         "data_info": data.info,

@@ -75,7 +75,7 @@ class EvalAccumulator:
         self.modalities = list(modalities)
         self.subsets = list(subsets or [])
         self.k = num_classes
-        z = lambda: torch.zeros(num_classes, num_classes, dtype=torch.int64)  # noqa: E731
+        z = lambda: torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.cm = z()
         self.cm_mod = {m: z() for m in self.modalities}
         self.cm_missing = {s: z() for s in self.subsets}

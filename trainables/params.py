@@ -21,11 +21,56 @@ from trainables.errors import ConfigError
 P = TypeVar("P")
 
 
-def knob(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call sites
-    """A dataclass field with its default and its one-line meaning (shown by ``mmbal list``)."""
+def knob(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field with its default, its one-line meaning (shown by ``mmbal list``) and its range.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (``None`` values of an optional knob are not checked);
+    :func:`build_params` rejects a value outside them in one line, and ``mmbal list`` shows them.
+    """
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    meta = {"help": help, "bounds": bounds}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+_OPS = {
+    "ge": (">=", lambda v, b: v >= b),
+    "gt": (">", lambda v, b: v > b),
+    "le": ("<=", lambda v, b: v <= b),
+    "lt": ("<", lambda v, b: v < b),
+}
+
+
+def range_text(bounds: dict[str, float], integer: bool = False) -> str:
+    """``{"ge": 0, "le": 1}`` -> ``"a number >= 0 and <= 1"`` (``"an integer ..."`` for int knobs)."""
+    kind = "an integer" if integer else "a number"
+    return kind + " " + " and ".join(f"{_OPS[k][0]} {b}" for k, b in bounds.items())
+
+
+def check_bounds(obj: Any, prefix: str = "") -> None:
+    """Raise ``ConfigError`` for the first field of the dataclass ``obj`` outside its declared range.
+
+    :func:`build_params` calls it on every params object it builds; a ``__post_init__`` may call it too,
+    so that a params object built directly in code is checked as well.
+    """
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        bounds = f.metadata.get("bounds") or {}
+        value = getattr(obj, f.name)
+        if not bounds or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not all(_OPS[k][1](value, b) for k, b in bounds.items()):
+            integer = hints[f.name] is int or hints[f.name] == (int | None)
+            raise ConfigError(prefix + f.name, f"got {value!r}; allowed: {range_text(bounds, integer)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +136,8 @@ def build_params(cls: type[P], values: dict[str, Any] | None, prefix: str = "") 
             kwargs[name] = _coerce(tp, value, key)
     try:
         obj = cls(**kwargs)
-    except (ValueError, TypeError) as exc:  # __post_init__ cross-field checks
+        check_bounds(obj)
+    except (ValueError, TypeError) as exc:  # ranges and __post_init__ cross-field checks
         if isinstance(exc, ConfigError):
             raise ConfigError(prefix + exc.key, exc.message) from None
         raise ConfigError(prefix.rstrip(".") or "config", str(exc)) from None
@@ -106,7 +152,10 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         tp = hints[f.name]
         tname = getattr(tp, "__name__", None) if get_origin(tp) is None else None
-        out.append((f.name, tname or str(tp).replace("typing.", ""), default, f.metadata.get("help", "")))
+        meaning = f.metadata.get("help", "")
+        if f.metadata.get("bounds"):
+            meaning += f" [{range_text(f.metadata['bounds'], tp is int or tp == (int | None))}]"
+        out.append((f.name, tname or str(tp).replace("typing.", ""), default, meaning))
     return out
 
 

@@ -8,7 +8,7 @@ in its own module under ``trainables/methods/`` (the key is the file stem and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from trainables.models.classifier import ModelSpec, mask_inputs
-from trainables.models.output import ModelOutput
+from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import NoParams
 from trainables.registry import Registry
 
@@ -27,6 +27,17 @@ register_method = METHODS.register
 Batch = dict[str, Any]  # {"inputs": {modality: Tensor}, "label": Tensor, "index": Tensor}
 Optimizers = dict[str, torch.optim.Optimizer]
 MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+# What a training step returns: scalars to average over the epoch. Tensors (detached, on the device)
+# are summed on the device and read once per epoch, so a step never waits for the GPU; floats work too.
+StepStats = dict[str, torch.Tensor | float]
+
+# Missing-modality schemes (how a method evaluates with some modalities absent); a method names its
+# own in ``BalancingMethod.missing_scheme`` and the summary records it as ``eval/missing_scheme``.
+MISSING_SCHEMES = {
+    "zero-input": "the absent modalities' inputs are zeroed and the model runs as usual",
+    "zero-feature": "the absent modalities' encoder features are zeroed before the head",
+    "drop-head": "the absent modalities' inputs are zeroed and their heads leave the test-time fusion",
+}
 
 
 @dataclass(frozen=True)
@@ -92,46 +103,55 @@ class BalancingMethod:
     # A parameter whose values are different models rather than hyperparameters of one (``unimodal``'s
     # ``modality``): reports show each value as its own row, ``name:value``, instead of picking one.
     variant_param: ClassVar[str | None] = None
+    # How absent modalities are handled in missing-modality evaluation (a key of ``MISSING_SCHEMES``).
+    missing_scheme: ClassVar[str] = "zero-input"
 
     def __init__(self, params: Any, ctx: MethodContext) -> None:
         self.params = params
         self.ctx = ctx
 
     # --- model and optimisation -------------------------------------------------------------
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         """Build the model; the default is the standard ``MultimodalClassifier``."""
         return spec.build()
 
-    def configure_optimizers(self, model: nn.Module, make_optimizer: MakeOptimizer) -> Optimizers:
+    def configure_optimizers(self, model: MultimodalModel, make_optimizer: MakeOptimizer) -> Optimizers:
         """Name -> optimizer; the loop gives each one the configured LR schedule."""
         return {"main": make_optimizer(model.parameters())}
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         """Take one optimisation step on ``batch``; return scalars to average over the epoch.
 
         ``loss`` is reported as ``train/loss``; other keys are reported under ``train/`` and
-        should be namespaced ``<method>/...`` (e.g. ``ogm_ge/coeff/audio``).
+        should be namespaced ``<method>/...`` (e.g. ``ogm_ge/coeff/audio``). Return detached
+        tensors (``loss.detach()``) rather than ``.item()``: the loop reads them once per epoch.
         """
         raise NotImplementedError
 
     # --- inference ---------------------------------------------------------------------------
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Iterable[str] | None = None) -> ModelOutput:
+    def predict(
+        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
+    ) -> ModelOutput:
         """Fused and per-modality logits for evaluation.
 
         Args:
-            present: modalities available; the others are zeroed (``zero-input`` scheme). ``None``
-                means all present.
+            present: modalities available, handled by the method's ``missing_scheme`` (here
+                ``zero-input``: the others are zeroed). ``None`` means all present.
         """
         if present is not None:
             inputs = mask_inputs(inputs, present)
         return model(inputs)
 
+    def present_modalities(self, present: Collection[str] | None) -> list[str]:
+        """The trial's modalities that are present, in dataset order (all of them for ``None``)."""
+        return [m for m in self.ctx.modalities if present is None or m in present]
+
     # --- hooks --------------------------------------------------------------------------------
-    def on_epoch_start(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+    def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         """Called before each training epoch (stage switches, statistics passes)."""
         return {}
 
-    def on_epoch_end(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+    def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         """Called after each training epoch; returned scalars are reported under ``train/``."""
         return {}
 
@@ -147,8 +167,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, labels)
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """zero_grad -> backward -> step, the plain step most methods start from."""
+def backward_and_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """``zero_grad`` -> ``loss.backward()`` -> ``optimizer.step()``: the plain step most methods take."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

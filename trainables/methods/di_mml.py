@@ -40,6 +40,7 @@ head and the dimension indices are common to all of them).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,30 +57,31 @@ from trainables.methods.base import (
     MethodContext,
     Optimizers,
     StepState,
+    StepStats,
+    backward_and_step,
     register_method,
-    sgd_step,
 )
-from trainables.models.classifier import ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
 from trainables.models.fusion import build_fusion
-from trainables.models.output import ModelOutput
-from trainables.params import knob
+from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.params import check_bounds, knob
 
 OFFICIAL_EPOCHS, OFFICIAL_STAGE2, OFFICIAL_DUC_START = 170, 20, 20
 
 
 @dataclass(frozen=True)
 class DIMMLParams:
-    weight: float = knob(1.0, "w: weight of the shared-head CE (official 1)")
-    temperature: float = knob(50.0, "T of the DUC InfoNCE on raw feature dot products (official 50 CREMA-D, 10 AVE/UCF)")
-    duc_weight: float = knob(1.0, "weight of the DUC loss (official 1)")
-    duc_start: int | None = knob(None, "0-based epoch of dim selection + DUC start; None = official 20/150 of stage 1")
-    stage2_epochs: int | None = knob(None, "last epochs: fusion head on frozen encoders; None = official 20/170 of epochs, >= 1")
-    fusion_temperature: float = knob(1.0, "temperature of the certainty softmax at inference (official 1 CREMA-D, 3 AVE)")
+    weight: float = knob(1.0, "w: weight of the shared-head CE (official 1)", ge=0)
+    temperature: float = knob(50.0, "T of the DUC InfoNCE on raw feature dot products (official 50 CREMA-D, 10 AVE/UCF)", gt=0)
+    duc_weight: float = knob(1.0, "weight of the DUC loss (official 1)", ge=0)
+    duc_start: int | None = knob(None, "0-based epoch of dim selection + DUC start; None = official 20/150 of stage 1", ge=0)
+    stage2_epochs: int | None = knob(
+        None, "last epochs: fusion head on frozen encoders; None = official 20/170 of epochs, >= 1", ge=0
+    )
+    fusion_temperature: float = knob(1.0, "temperature of the certainty softmax at inference (official 1 CREMA-D, 3 AVE)", gt=0)
 
     def __post_init__(self) -> None:
-        for key in ("temperature", "fusion_temperature"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(key, f"got {getattr(self, key)}; allowed: a number > 0")
+        check_bounds(self)
 
 
 def schedule(params: DIMMLParams, epochs: int) -> tuple[int, int]:
@@ -152,23 +154,15 @@ def certainty_fusion(logits: list[torch.Tensor], temperature: float) -> torch.Te
 
 
 # --- model -----------------------------------------------------------------------------------
-class DIMMLModel(nn.Module):
+class DIMMLModel(Encoded):
     """Encoders, unimodal heads ``c_m``, the shared head ``s`` and the stage-2 fusion head."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.encoders = spec.build_encoders()
-        self.modalities = spec.modalities
-        dims = {m: e.out_dim for m, e in self.encoders.items()}
-        if len(set(dims.values())) != 1:
-            raise ConfigError("model.encoders", f"di_mml needs one feature size for all modalities, got {dims}")
-        dim = next(iter(dims.values()))
+        super().__init__(spec.build_encoders())
+        dim = self.shared_feature_dim("model.encoders", "di_mml shares one head and its dimension indices")
         self.heads = nn.ModuleDict({m: nn.Linear(dim, spec.num_classes) for m in self.modalities})
         self.shared = nn.Linear(dim, spec.num_classes)
-        self.fusion = build_fusion(spec.fusion, dims, spec.num_classes)
-
-    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        self.fusion = build_fusion(spec.fusion, {m: dim for m in self.modalities}, spec.num_classes)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
         """``logits`` is the fusion head's; ``modality_logits`` are the unimodal heads'."""
@@ -182,6 +176,7 @@ class DIMML(BalancingMethod):
     """Detached unimodal training with DUC, then a fusion head on frozen encoders."""
 
     Params = DIMMLParams
+    missing_scheme = "drop-head"
 
     def __init__(self, params: DIMMLParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -192,53 +187,55 @@ class DIMML(BalancingMethod):
         self.effective: dict[str, torch.Tensor] = {}
         self.only: dict[tuple[str, str], torch.Tensor] = {}
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         return DIMMLModel(spec)
 
-    def configure_optimizers(self, model: nn.Module, make_optimizer: MakeOptimizer) -> Optimizers:
+    def configure_optimizers(self, model: MultimodalModel, make_optimizer: MakeOptimizer) -> Optimizers:
         stage1 = [*model.encoders.parameters(), *model.heads.parameters(), *model.shared.parameters()]
         return {"main": make_optimizer(stage1), "fusion": make_optimizer(model.fusion.parameters())}
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         y = batch["label"]
         if self.stage == 2:
             model.encoders.eval()  # frozen encoders keep their BatchNorm statistics (official stage 2)
             with torch.no_grad():
                 feats = model.encode(batch["inputs"])
             loss = F.cross_entropy(model.fusion(feats)[0], y)
-            sgd_step(optimizers["fusion"], loss)
-            return {"loss": loss.item(), "di_mml/ce_fusion": loss.item()}
+            backward_and_step(optimizers["fusion"], loss)
+            return {"loss": loss.detach(), "di_mml/ce_fusion": loss.detach()}
         p = self.params
         feats = model.encode(batch["inputs"])
         uni = sum(F.cross_entropy(model.heads[m](f), y) for m, f in feats.items())
         shared = sum(F.cross_entropy(model.shared(f), y) for f in feats.values())
         loss = uni + p.weight * shared
-        out = {"di_mml/ce_unimodal": uni.item(), "di_mml/ce_shared": shared.item()}
+        out: StepStats = {"di_mml/ce_unimodal": uni.detach(), "di_mml/ce_shared": shared.detach()}
         if self.only:
             duc = sum(duc_loss(feats[s], feats[t], idx.to(y.device), p.temperature) for (t, s), idx in self.only.items())
             loss = loss + p.duc_weight * duc
-            out["di_mml/duc"] = duc.item()
-        sgd_step(optimizers["main"], loss)
-        return {"loss": loss.item(), **out}
+            out["di_mml/duc"] = duc.detach()
+        backward_and_step(optimizers["main"], loss)
+        return {"loss": loss.detach(), **out}
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Any = None) -> ModelOutput:
+    def predict(
+        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
+    ) -> ModelOutput:
         # Missing modalities: the absent ones' inputs are zeroed (the common scheme) and their
         # unimodal heads leave the certainty vote (our choice: a zeroed input should not vote); the
         # fusion head (stage 2) still votes, on zeroed features of the absent modalities.
-        keep = list(self.ctx.modalities) if present is None else [m for m in self.ctx.modalities if m in set(present)]
+        keep = self.present_modalities(present)
         out = model(inputs if present is None else mask_inputs(inputs, keep))
         heads = [out.modality_logits[m] for m in keep] + ([out.logits] if self.stage == 2 else [])
         return ModelOutput(certainty_fusion(heads, self.params.fusion_temperature), out.modality_logits, out.features)
 
-    def on_epoch_start(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+    def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         self.stage = 2 if ctx.epoch >= self.stage1_epochs else 1
         if ctx.epoch == self.duc_start:
             self.effective = self._select(model, ctx)
             self.only = only_dims(self.effective)
         return {}
 
-    def on_epoch_end(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+    def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         out = {"di_mml/stage": float(self.stage)}
         for m, eff in self.effective.items():
             out[f"di_mml/dims/{m}"] = float(eff.sum())
@@ -247,7 +244,7 @@ class DIMML(BalancingMethod):
         return out
 
     @torch.no_grad()
-    def _select(self, model: nn.Module, ctx: EpochContext) -> dict[str, torch.Tensor]:
+    def _select(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, torch.Tensor]:
         """One eval-mode pass over the training split; centroids and hits are summed over DDP ranks."""
         was_training = model.training
         model.eval()

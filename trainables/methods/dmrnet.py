@@ -37,6 +37,7 @@ Differences from the official code (ours follows the paper / the mmbal contract)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -45,23 +46,32 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, Optimizers, StepState, register_method
-from trainables.models.classifier import ModelSpec
-from trainables.models.output import ModelOutput
-from trainables.params import knob
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    EpochContext,
+    MethodContext,
+    Optimizers,
+    StepState,
+    StepStats,
+    backward_and_step,
+    register_method,
+)
+from trainables.models.classifier import Encoded, ModelSpec
+from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.params import check_bounds, knob
 
 
 @dataclass(frozen=True)
 class DMRNetParams:
-    alpha: float = knob(1e-3, "weight of KL(N(mu, sigma^2) || N(0, I)) (official default)")
-    beta: float = knob(0.5, "weight of the hard-combination CE (official default; scripts: 0.2 CREMA-D, 0.3 Kinetics-Sounds)")
-    weak_epochs: int = knob(5, "epochs over which single-modality embedding variance picks the weak modality")
+    alpha: float = knob(1e-3, "weight of KL(N(mu, sigma^2) || N(0, I)) (official default)", ge=0)
+    beta: float = knob(
+        0.5, "weight of the hard-combination CE (official default; scripts: 0.2 CREMA-D, 0.3 Kinetics-Sounds)", ge=0
+    )
+    weak_epochs: int = knob(5, "epochs over which single-modality embedding variance picks the weak modality", ge=1)
 
     def __post_init__(self) -> None:
-        if self.weak_epochs < 1:
-            raise ConfigError("weak_epochs", f"got {self.weak_epochs}; allowed: an integer >= 1")
-        if self.alpha < 0 or self.beta < 0:
-            raise ConfigError("alpha" if self.alpha < 0 else "beta", "allowed: a number >= 0")
+        check_bounds(self)
 
 
 # --- math ------------------------------------------------------------------------------------
@@ -104,13 +114,11 @@ def hard_loss(ce: torch.Tensor, mask: torch.Tensor, weak: int) -> torch.Tensor:
 
 
 # --- model -----------------------------------------------------------------------------------
-class DMRNetModel(nn.Module):
+class DMRNetModel(Encoded):
     """Encoders, Gaussian embedding of the concatenated features, and a linear classifier."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.encoders = spec.build_encoders()
-        self.modalities = spec.modalities
+        super().__init__(spec.build_encoders())
         dim = sum(e.out_dim for e in self.encoders.values())
         self.mu = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))
         self.logvar = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))
@@ -127,7 +135,7 @@ class DMRNetModel(nn.Module):
         Per-modality logits (only-``m``-present predictions) are computed in eval mode only, since
         extra passes in training mode would move the BatchNorm statistics.
         """
-        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        feats = self.encode(inputs)
         b = next(iter(feats.values())).shape[0]
         if mask is None:
             mask = torch.ones(b, len(self.modalities))
@@ -148,6 +156,7 @@ class DMRNet(BalancingMethod):
     """Random modality combinations + Gaussian embedding + weak-combination regulariser."""
 
     Params = DMRNetParams
+    missing_scheme = "zero-feature"
 
     def __init__(self, params: DMRNetParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -161,13 +170,13 @@ class DMRNet(BalancingMethod):
         self._epoch = torch.zeros(2 * n, dtype=torch.float64)
         self.weak = -1  # index of the weak modality once chosen
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         if spec.fusion != "concat":
             msg = f"dmrnet has its own concat + Gaussian embedding head; got {spec.fusion!r}, allowed: 'concat'"
             raise ConfigError("model.fusion", msg)
         return DMRNetModel(spec)
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         p, y = self.params, batch["label"]
         mask = sample_combinations(y.shape[0], len(self.ctx.modalities))
         out = model(batch["inputs"], mask)
@@ -175,28 +184,26 @@ class DMRNet(BalancingMethod):
         ce = nn.functional.cross_entropy(out.logits, y, reduction="none")
         kl = gaussian_kl(mu, logvar)
         loss = ce.mean() + p.alpha * kl
-        stats = {"dmrnet/ce": ce.mean().item(), "dmrnet/kl": kl.item()}
+        stats: StepStats = {"dmrnet/ce": ce.mean().detach(), "dmrnet/kl": kl.detach()}
         if state.epoch < p.weak_epochs:
             self._epoch += torch.cat(single_modality_variance(logvar, mask)).cpu()
         elif self.weak >= 0:
             hard = hard_loss(ce, mask, self.weak)
             loss = loss + p.beta * hard
-            stats["dmrnet/hard"] = hard.item()
-        opt = optimizers["main"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), **stats}
+            stats["dmrnet/hard"] = hard.detach()
+        backward_and_step(optimizers["main"], loss)
+        return {"loss": loss.detach(), **stats}
 
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Any = None) -> ModelOutput:
+    def predict(
+        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
+    ) -> ModelOutput:
         """Absent modalities have their *features* zeroed, as in DMRNet's training."""
-        mods = self.ctx.modalities
+        keep = self.present_modalities(present)
         b = next(iter(inputs.values())).shape[0]
-        keep = set(mods if present is None else present)
-        mask = torch.tensor([[1.0 if m in keep else 0.0 for m in mods]]).expand(b, -1)
+        mask = torch.tensor([[1.0 if m in keep else 0.0 for m in self.ctx.modalities]]).expand(b, -1)
         return model(inputs, mask)
 
-    def on_epoch_end(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+    def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         n = len(self.ctx.modalities)
         if ctx.epoch < self.params.weak_epochs:
             stats = ctx.all_reduce(self._epoch.to(ctx.device)).cpu()

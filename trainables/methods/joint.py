@@ -5,17 +5,25 @@ The baseline every balancing paper compares against.
 
 from __future__ import annotations
 
-from torch import nn
-
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method, sgd_step
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    Optimizers,
+    StepState,
+    StepStats,
+    backward_and_step,
+    cross_entropy,
+    register_method,
+)
+from trainables.models.output import MultimodalModel
 
 
 @register_method("joint")
 class Joint(BalancingMethod):
     """Joint training of all encoders and the fusion head on the fused loss."""
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         out = model(batch["inputs"])
         loss = cross_entropy(out.logits, batch["label"])
-        sgd_step(optimizers["main"], loss)
-        return {"loss": loss.item()}
+        backward_and_step(optimizers["main"], loss)
+        return {"loss": loss.detach()}

@@ -33,7 +33,7 @@ With ``project`` on, both encoders must give features of the same size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,27 +41,24 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method
-from trainables.models.classifier import ModelSpec, mask_inputs
-from trainables.models.output import ModelOutput
-from trainables.params import knob
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.params import check_bounds, knob
 
 
 @dataclass(frozen=True)
 class MIEParams:
-    rho: float = knob(0.05, "SAM neighbourhood radius (Foret et al. default)")
-    flat_ratio: float = knob(0.3, "weight of the loss at the SAM-perturbed point; 1 = plain SAM, 0 = no SAM")
-    tau: float = knob(0.4, "damping strength of the soft projector: the other modality's top direction is scaled by exp(-tau)")
+    rho: float = knob(0.05, "SAM neighbourhood radius (Foret et al. default)", ge=0)
+    flat_ratio: float = knob(0.3, "weight of the loss at the SAM-perturbed point; 1 = plain SAM, 0 = no SAM", ge=0, le=1)
+    tau: float = knob(
+        0.4, "damping strength of the soft projector: the other modality's top direction is scaled by exp(-tau)", ge=0
+    )
     project: bool = knob(True, "apply the soft-projector gradient modification to the active head")
     shared_head: bool = knob(False, "one head shared by both modalities instead of one per modality")
 
     def __post_init__(self) -> None:
-        if self.rho < 0:
-            raise ConfigError("rho", f"got {self.rho}; allowed: a number >= 0")
-        if not 0.0 <= self.flat_ratio <= 1.0:
-            raise ConfigError("flat_ratio", f"got {self.flat_ratio}; allowed: a number in [0, 1]")
-        if self.tau < 0:
-            raise ConfigError("tau", f"got {self.tau}; allowed: a number >= 0")
+        check_bounds(self)
 
 
 def sam_gradient(
@@ -114,24 +111,19 @@ def soft_projector(features: torch.Tensor, tau: float) -> torch.Tensor:
     return ((U * w) @ U.t()).to(features.dtype)
 
 
-class MIEModel(nn.Module):
+class MIEModel(Encoded):
     """Encoders plus a linear head per modality (or one shared head)."""
 
     def __init__(self, spec: ModelSpec, shared_head: bool) -> None:
-        super().__init__()
-        self.encoders = spec.build_encoders()
-        self.modalities = list(self.encoders.keys())
-        dims = {m: e.out_dim for m, e in self.encoders.items()}
+        super().__init__(spec.build_encoders())
         if shared_head:
-            if len(set(dims.values())) != 1:
-                raise ConfigError("params.shared_head", f"a shared head needs equal feature sizes; got {dims}")
-            head = nn.Linear(dims[self.modalities[0]], spec.num_classes)
+            head = nn.Linear(self.shared_feature_dim("params.shared_head", "a shared head"), spec.num_classes)
             self.heads = nn.ModuleDict({m: head for m in self.modalities})
         else:
-            self.heads = nn.ModuleDict({m: nn.Linear(d, spec.num_classes) for m, d in dims.items()})
+            self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, spec.num_classes) for m, e in self.encoders.items()})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
-        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        feats = self.encode(inputs)
         per = {m: self.heads[m](f) for m, f in feats.items()}
         return ModelOutput(logits=mean_softmax_logits(list(per.values())), modality_logits=per, features=feats)
 
@@ -147,6 +139,7 @@ class MIE(BalancingMethod):
     """Alternating unimodal SAM steps with soft-projected head gradients."""
 
     Params = MIEParams
+    missing_scheme = "drop-head"
 
     def __init__(self, params: MIEParams, ctx: Any) -> None:
         super().__init__(params, ctx)
@@ -155,18 +148,15 @@ class MIE(BalancingMethod):
                 "method", f"mie needs exactly 2 modalities; the dataset gives {len(ctx.modalities)} ({', '.join(ctx.modalities)})"
             )
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         model = MIEModel(spec, self.params.shared_head)
-        dims = {m: e.out_dim for m, e in model.encoders.items()}
-        if self.params.project and len(set(dims.values())) != 1:
-            raise ConfigError(
-                "model.encoders", f"mie's projector needs equal feature sizes; got {dims} (or set params.project=false)"
-            )
+        if self.params.project:
+            model.shared_feature_dim("model.encoders", "mie's projector maps one modality's head by the other's features")
         return model
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
-        feats = {m: model.encoders[m](batch["inputs"][m]) for m in model.modalities}  # one forward per encoder
-        stats: dict[str, float] = {}
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+        feats = model.encode(batch["inputs"])  # one forward per encoder
+        stats: StepStats = {}
         for m in model.modalities:
             other = next(o for o in model.modalities if o != m)
             stats.update(self._modality_step(model, m, feats[m], feats[other].detach(), batch, optimizers["main"]))
@@ -198,8 +188,10 @@ class MIE(BalancingMethod):
         stats[f"mie/sharpness/{m}"] = loss_p - loss.item()
         return stats
 
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Iterable[str] | None = None) -> ModelOutput:
-        keep = list(model.modalities) if present is None else [m for m in model.modalities if m in set(present)]
+    def predict(
+        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
+    ) -> ModelOutput:
+        keep = self.present_modalities(present)
         out = model(mask_inputs(inputs, keep))
         out.logits = mean_softmax_logits([out.modality_logits[m] for m in keep])
         return out

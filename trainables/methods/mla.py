@@ -33,7 +33,7 @@ must give features of the same size, since one head reads them all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method
-from trainables.models.classifier import ModelSpec, mask_inputs
-from trainables.models.output import ModelOutput
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
 
 
@@ -105,23 +105,16 @@ def uncertainty_weights(logits: dict[str, torch.Tensor], scope: str = "sample") 
     return {m: w[i] for i, m in enumerate(names)}
 
 
-class MLAModel(nn.Module):
+class MLAModel(Encoded):
     """Encoders plus one linear head shared by all modalities."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.encoders = spec.build_encoders()
-        self.modalities = list(self.encoders.keys())
-        dims = {m: e.out_dim for m, e in self.encoders.items()}
-        if len(set(dims.values())) != 1:
-            raise ConfigError(
-                "model.encoders", f"MLA shares one head, so every encoder must give the same feature size; got {dims}"
-            )
-        self.head = nn.Linear(next(iter(dims.values())), spec.num_classes)
+        super().__init__(spec.build_encoders())
+        self.head = nn.Linear(self.shared_feature_dim("model.encoders", "MLA shares one head"), spec.num_classes)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
         """Per-modality logits; ``logits`` is their plain mean (the method's ``predict`` fuses properly)."""
-        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        feats = self.encode(inputs)
         per = {m: self.head(f) for m, f in feats.items()}
         return ModelOutput(logits=torch.stack(list(per.values())).mean(0), modality_logits=per, features=feats)
 
@@ -131,6 +124,7 @@ class MLA(BalancingMethod):
     """Alternating unimodal steps through a shared head with an OWM gradient projector."""
 
     Params = MLAParams
+    missing_scheme = "drop-head"
 
     def __init__(self, params: MLAParams, ctx: Any) -> None:
         super().__init__(params, ctx)
@@ -141,16 +135,16 @@ class MLA(BalancingMethod):
             )
         self.P: torch.Tensor | None = None
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         model = MLAModel(spec)
         self.P = torch.eye(model.head.in_features, device=self.ctx.device)
         return model
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         opt, y = optimizers["main"], batch["label"]
-        feats = {m: model.encoders[m](batch["inputs"][m]) for m in model.modalities}  # one forward per encoder
+        feats = model.encode(batch["inputs"])  # one forward per encoder
         alpha = owm_alpha(state.batch_idx, state.batches_per_epoch)
-        stats: dict[str, float] = {}
+        stats: StepStats = {}
         per_logits = {}
         for m in model.modalities:
             opt.zero_grad(set_to_none=True)
@@ -162,11 +156,11 @@ class MLA(BalancingMethod):
                     self.P = update_projector(self.P, feats[m], alpha)
                     model.head.weight.grad = project_gradient(model.head.weight.grad, self.P, self.params.projection)
             opt.step()
-            stats[f"mla/loss/{m}"] = loss.item()
+            stats[f"mla/loss/{m}"] = loss.detach()
             per_logits[m] = logits.detach()
         stats["loss"] = sum(stats[f"mla/loss/{m}"] for m in model.modalities) / len(model.modalities)
         for m, w in uncertainty_weights(per_logits, self.params.entropy_scope).items():
-            stats[f"mla/weight/{m}"] = w.mean().item()  # the fusion weights the paper would give this batch
+            stats[f"mla/weight/{m}"] = w.mean()  # the fusion weights the paper would give this batch
         return stats
 
     def fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -178,8 +172,10 @@ class MLA(BalancingMethod):
         fixed = dict(zip(self.ctx.modalities, self.params.fixed_weights or [1.0 / n] * n, strict=True))
         return sum(fixed[m] * z for m, z in logits.items())
 
-    def predict(self, model: nn.Module, inputs: dict[str, torch.Tensor], present: Iterable[str] | None = None) -> ModelOutput:
-        keep = list(model.modalities) if present is None else [m for m in model.modalities if m in set(present)]
+    def predict(
+        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
+    ) -> ModelOutput:
+        keep = self.present_modalities(present)
         out = model(mask_inputs(inputs, keep))
         out.logits = self.fuse({m: out.modality_logits[m] for m in keep})
         return out

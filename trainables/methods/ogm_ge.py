@@ -42,23 +42,23 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method
-from trainables.params import knob
+from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.models.output import MultimodalModel
+from trainables.params import check_bounds, knob
 
 
 @dataclass(frozen=True)
 class OGMGEParams:
-    alpha: float = knob(0.8, "modulation strength alpha in k = 1 - tanh(alpha * rho) (CREMA-D README value)")
+    alpha: float = knob(0.8, "modulation strength alpha in k = 1 - tanh(alpha * rho) (CREMA-D README value)", ge=0)
     noise: bool = knob(True, "add Gaussian noise N(0, std(g)^2) to modulated gradients (OGM-GE); false = plain OGM")
-    modulation_start: int = knob(0, "first epoch (0-based, inclusive) with modulation")
+    modulation_start: int = knob(0, "first epoch (0-based, inclusive) with modulation", ge=0)
     modulation_end: int = knob(50, "last epoch (0-based, inclusive) with modulation")
     modulate: Literal["conv", "all"] = knob(
         "conv", "conv: encoder conv kernels (MLP encoders: weight matrices); all: every weight tensor"
     )
 
     def __post_init__(self) -> None:
-        if self.alpha < 0:
-            raise ConfigError("alpha", f"got {self.alpha}; allowed: a number >= 0")
+        check_bounds(self)
         if self.modulation_end < self.modulation_start:
             raise ConfigError(
                 "modulation_end", f"got {self.modulation_end}; allowed: >= modulation_start ({self.modulation_start})"
@@ -115,7 +115,7 @@ class OGMGE(BalancingMethod):
 
     Params = OGMGEParams
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         p = self.params
         opt = optimizers["main"]
         opt.zero_grad(set_to_none=True)
@@ -129,7 +129,7 @@ class OGMGE(BalancingMethod):
             for m in out.modality_logits:
                 modulate_gradients(modulated_parameters(model.encoders[m], p.modulate), k[m], p.noise)
         opt.step()
-        stats = {"loss": loss.item()}
+        stats: StepStats = {"loss": loss.detach()}
         for m in out.modality_logits:
             stats[f"ogm_ge/rho/{m}"] = rho[m]
             stats[f"ogm_ge/coeff/{m}"] = k[m] if active else 1.0

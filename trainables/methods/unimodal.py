@@ -15,10 +15,18 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, cross_entropy, register_method, sgd_step
-from trainables.models.classifier import ModelSpec
-from trainables.models.encoders import build_encoder
-from trainables.models.output import ModelOutput
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    Optimizers,
+    StepState,
+    StepStats,
+    backward_and_step,
+    cross_entropy,
+    register_method,
+)
+from trainables.models.classifier import Encoded, ModelSpec
+from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
 
 
@@ -27,14 +35,13 @@ class UnimodalParams:
     modality: str = knob("", "modality to train alone; empty = the dataset's first modality")
 
 
-class UnimodalModel(nn.Module):
+class UnimodalModel(Encoded):
+    """The chosen modality's encoder (the only one in ``encoders`` / ``modalities``) and a linear head."""
+
     def __init__(self, spec: ModelSpec, modality: str) -> None:
-        super().__init__()
+        super().__init__(spec.build_encoders([modality]))
         self.modality = modality
-        self.modalities = spec.modalities
-        self.encoders = nn.ModuleDict({modality: build_encoder(spec.encoders[modality], spec.shapes[modality], spec.feature_dim)})
         self.head = nn.Linear(self.encoders[modality].out_dim, spec.num_classes)
-        self.num_classes = spec.num_classes
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
         feat = self.encoders[self.modality](inputs[self.modality])
@@ -47,7 +54,7 @@ class Unimodal(BalancingMethod):
     Params = UnimodalParams
     variant_param = "modality"
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         modality = self.params.modality or spec.modalities[0]
         if modality not in spec.modalities:
             raise ConfigError(
@@ -55,8 +62,8 @@ class Unimodal(BalancingMethod):
             )
         return UnimodalModel(spec, modality)
 
-    def training_step(self, model: nn.Module, batch: Batch, optimizers: Optimizers, state: StepState) -> dict[str, float]:
+    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
         out = model(batch["inputs"])
         loss = cross_entropy(out.logits, batch["label"])
-        sgd_step(optimizers["main"], loss)
-        return {"loss": loss.item()}
+        backward_and_step(optimizers["main"], loss)
+        return {"loss": loss.detach()}
