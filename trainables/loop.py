@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm  # progress bars; quiet when stdout is not a terminal
 
 from trainables.config import Resolved, resolve
@@ -30,6 +30,7 @@ from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
+from trainables.sampling import EpochSampler
 
 
 @dataclass
@@ -120,9 +121,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
         runtime.sync_gradients(optimizer)
     schedulers = {k: make_scheduler(train_cfg.sched, o, train_cfg.epochs) for k, o in optimizers.items()}
     loader = train_cfg.loader
-    sampler = DistributedSampler(
-        data.train, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=train_cfg.seed
-    )
+    sampler = EpochSampler(len(data.train), runtime.world_size, runtime.rank, train_cfg.seed)
     loader_kw = dict(
         num_workers=loader.num_workers,
         pin_memory=runtime.device.type == "cuda",
@@ -149,7 +148,6 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
     """
     train_cfg = trial.cfg.train
     trial.model.train()
-    trial.train_loader.sampler.set_epoch(epoch)
     num_batches = len(trial.train_loader)
     sums: StepStats = {}
     on_cuda = trial.runtime.device.type == "cuda"
@@ -195,6 +193,15 @@ def _load(trial: Trial, state: dict[str, Any]) -> None:
     set_rng_state(state["rng"])
 
 
+def _set_epoch_samples(trial: Trial, epoch: int) -> None:
+    """The samples the method wants this epoch to visit (every one once unless it says otherwise)."""
+    indices = trial.method.train_indices(epoch, len(trial.data.train))
+    try:
+        trial.train_loader.sampler.set_indices(indices)
+    except ValueError as exc:
+        raise ValueError(f"{trial.cfg.train.method}.train_indices: {exc}") from None
+
+
 def _step_schedulers(trial: Trial, row: dict[str, Any]) -> None:
     """Record each optimizer's learning rate of the epoch that ran, then step its schedule."""
     with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
@@ -228,7 +235,10 @@ def run_trial(
     for epoch in range(start, train_cfg.epochs):
         tic = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1}
+        trial.train_loader.sampler.set_epoch(epoch)
+        trial.train_loader.sampler.set_indices(None)  # statistics passes in on_epoch_start see every sample
         row.update({f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()})
+        _set_epoch_samples(trial, epoch)
         row.update(_train_epoch(trial, epoch, progress))
         row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()})
         _step_schedulers(trial, row)

@@ -1,7 +1,8 @@
 """Dataset plugin: a registered class turns ``(params, root, seed)`` into train/val/test splits.
 
 A batch, after the default collate, is ``{"inputs": {modality: Tensor[B, ...]}, "label": Tensor[B],
-"index": Tensor[B]}``. Each dataset module registers itself with ``@register_dataset("name")`` and
+"index": Tensor[B]}``, ``index`` being the sample's position in its split (``0 .. len(split) - 1``, what
+``BalancingMethod.train_indices`` refers to). Each dataset module registers itself with ``@register_dataset("name")`` and
 declares a frozen ``Params`` dataclass (the ``data.*`` keys of a config).
 """
 
@@ -64,7 +65,11 @@ class DatasetSpec:
 
 
 class TensorDictDataset(Dataset):
-    """In-memory dataset over per-modality tensors sharing the first axis."""
+    """In-memory dataset over per-modality tensors sharing the first axis.
+
+    ``indices`` keep each row's id in the source data (``subset`` carries them along); a sample's
+    ``index`` in a batch is its position in this dataset, as for every dataset.
+    """
 
     def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, indices: np.ndarray | None = None) -> None:
         self.inputs = inputs
@@ -75,7 +80,7 @@ class TensorDictDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"inputs": {m: x[i] for m, x in self.inputs.items()}, "label": self.labels[i], "index": self.indices[i]}
+        return {"inputs": {m: x[i] for m, x in self.inputs.items()}, "label": self.labels[i], "index": i}
 
     def subset(self, rows: np.ndarray) -> TensorDictDataset:
         rows_t = torch.as_tensor(rows)

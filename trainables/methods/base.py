@@ -151,6 +151,17 @@ class BalancingMethod:
         """Called before each training epoch (stage switches, statistics passes)."""
         return {}
 
+    def train_indices(self, epoch: int, num_samples: int) -> list[int] | None:
+        """The training samples epoch ``epoch`` visits (indices into the train split, repeats allowed).
+
+        Called after :meth:`on_epoch_start`. ``None`` (the default) visits every sample once. The
+        loop shuffles the list by ``(seed, epoch)`` and shards it over DDP ranks; ``batch["index"]``
+        tells a step which samples it got. Use it to hold samples out of training (a held-out part of
+        train) or to re-sample (repeat) some of them; keep the result a pure function of the method's
+        checkpointed state so a resumed run visits the same samples.
+        """
+        return None
+
     def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         """Called after each training epoch; returned scalars are reported under ``train/``."""
         return {}

@@ -1,0 +1,54 @@
+"""The epoch sampler: DistributedSampler's order by default, and the train_indices hook of methods."""
+
+import pytest
+import torch
+from conftest import tiny_config
+from torch.utils.data import DistributedSampler
+
+from trainables.loop import run_trial
+from trainables.methods.joint import Joint
+from trainables.reporting import JsonlReporter
+from trainables.sampling import EpochSampler
+
+
+@pytest.mark.parametrize(("n", "world"), [(10, 1), (11, 2), (7, 3)])
+def test_default_order_is_distributed_samplers_for_every_rank_and_epoch(n, world):
+    for rank in range(world):
+        ours, theirs = EpochSampler(n, world, rank, seed=5), DistributedSampler(range(n), world, rank, seed=5)
+        for epoch in range(3):
+            ours.set_epoch(epoch)
+            theirs.set_epoch(epoch)
+            assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+def test_given_indices_are_each_visited_as_often_as_listed_over_all_ranks():
+    wanted = [0, 0, 0, 3, 4, 9]
+    seen = []
+    for rank in range(2):
+        sampler = EpochSampler(10, 2, rank, seed=1)
+        sampler.set_epoch(4)
+        sampler.set_indices(wanted)
+        seen += list(sampler)
+    assert sorted(seen) == sorted(wanted)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        sampler.set_indices([10])
+
+
+def test_a_method_choosing_its_samples_trains_on_those_only(tmp_path, monkeypatch):
+    held_out = set(range(0, 60, 3))
+    seen: dict[int, list[int]] = {}
+    step = Joint.training_step
+
+    def recording_step(self, model, batch, optimizers, state):
+        seen.setdefault(state.epoch, []).extend(batch["index"].tolist())
+        return step(self, model, batch, optimizers, state)
+
+    def train_indices(self, epoch, num_samples):
+        return None if epoch == 0 else [i for i in range(num_samples) if i not in held_out]
+
+    monkeypatch.setattr(Joint, "training_step", recording_step)
+    monkeypatch.setattr(Joint, "train_indices", train_indices)
+    run_trial(tiny_config("joint", epochs=2, loader={"batch_size": 20}), JsonlReporter(tmp_path))
+    assert set(seen[0]) == set(range(60))  # tiny mfeat: 60 training digits, every one in epoch 0
+    assert set(seen[1]) == set(range(60)) - held_out and len(seen[1]) == 40
+    assert torch.tensor(seen[1]).unique().numel() == len(seen[1])
