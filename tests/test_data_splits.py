@@ -45,7 +45,11 @@ def uneven_samples() -> list[Sample]:
 
 @pytest.mark.parametrize(
     "fraction,seed,val_ids",
-    [(0.1, 0, ["s01", "s09", "s10", "s21"]), (0.34, 3, ["s02", "s07", "s08", "s11", "s12", "s16", "s18"])],
+    [
+        (0.1, 0, ["s01", "s09", "s10", "s21"]),
+        (0.25, 1, ["s00", "s01", "s02", "s05", "s10", "s17"]),  # round(1.75) = 2 of the class of 7
+        (0.34, 3, ["s02", "s07", "s08", "s11", "s12", "s16", "s18"]),
+    ],
 )
 def test_validation_carve_is_pinned(fraction, seed, val_ids):
     samples = uneven_samples()
