@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from trainables.data.audio import kaldi_fbank, ogm_spectrogram, read_wav
+from trainables.data.base import holdout, stratified_split
 from trainables.data.cremad import CLASSES
 from trainables.data.lists import SampleError, SplitRows, read_rows
 from trainables.data.prepared import FORMAT, VERSION
@@ -88,14 +89,9 @@ def cremad_items(raw: Path, lists: Path, p: PrepareParams) -> list[dict[str, Any
                 split[row.fields[0]] = name
         source = f"{lists}/train.csv, test.csv"
     else:
-        rng = np.random.default_rng(p.split_seed)
         ids = sorted(labels)
-        for c in range(len(CLASSES)):
-            members = [i for i in ids if labels[i] == c]
-            # at least one test clip per class with two or more clips (tiny folders), never the whole class
-            n_test = min(len(members) - 1, max(1, int(round(p.test_fraction * len(members))))) if len(members) > 1 else 0
-            for j, k in enumerate(rng.permutation(len(members))):
-                split[members[k]] = "test" if j < n_test else "train"
+        rows = stratified_split(np.array([labels[i] for i in ids]), {"test": holdout(p.test_fraction), "train": -1}, p.split_seed)
+        split = {ids[i]: name for name, picked in rows.items() for i in picked}
         source = f"stratified, test_fraction {p.test_fraction}, seed {p.split_seed}"
     items = [
         {

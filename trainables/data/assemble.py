@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainables.data.base import DataBundle, ModalitySpec
+from trainables.data.base import DataBundle, ModalitySpec, holdout, stratified_split
 from trainables.data.lists import Issues, LazyDataset, Loader, Sample, verify
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
@@ -44,17 +44,10 @@ def ids_checksum(ids: list[str]) -> str:
 
 
 def carve_val(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded, stratified ``(train, val)`` carve of a training list."""
+    """Seeded, stratified ``(train, val)`` carve of a training list (both keep the list order)."""
     labels = np.array([s.label for s in samples], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    val: list[int] = []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        # round(fraction * n), but at least one per class with two or more samples, and never the whole class
-        n_val = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
-        val.extend(idx[:n_val].tolist())
-    chosen = set(val)
-    return [s for i, s in enumerate(samples) if i not in chosen], [samples[i] for i in sorted(chosen)]
+    rows = stratified_split(labels, {"val": holdout(fraction), "train": -1}, seed)
+    return [samples[i] for i in rows["train"]], [samples[i] for i in rows["val"]]
 
 
 def assemble(

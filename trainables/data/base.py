@@ -8,6 +8,7 @@ declares a frozen ``Params`` dataclass (the ``data.*`` keys of a config).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -89,25 +90,46 @@ class TensorDictDataset(Dataset):
         )
 
 
-def stratified_split(labels: np.ndarray, sizes: dict[str, int | float], seed: int) -> dict[str, np.ndarray]:
-    """Seeded, stratified, disjoint split of sample indices.
+def holdout(fraction: float) -> Callable[[int], int]:
+    """Split size: ``round(fraction * n)`` of a class of ``n``, but at least one of a class of two or more
+    and never the whole class (so tiny folders still get a held-out sample and keep a training one)."""
+
+    def size(n: int) -> int:
+        return min(n - 1, max(1, int(round(fraction * n)))) if n > 1 else 0
+
+    return size
+
+
+def stratified_split(
+    labels: np.ndarray, sizes: dict[str, int | float | Callable[[int], int]], seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded, stratified, disjoint split of sample indices (the one split of every dataset and of prepare).
+
+    Each class, in ascending label order, is permuted with one shared generator and cut into
+    consecutive pieces, one per split in the order of ``sizes``.
 
     Args:
         labels: class index per sample.
-        sizes: split name -> samples *per class* (int) or fraction of each class (float in (0, 1]).
-            Splits are drawn in the given order; a split sized ``-1`` takes whatever is left.
+        sizes: split name -> samples *per class* (int), fraction of each class (float in (0, 1]), or a
+            function of the class size (e.g. :func:`holdout`). A split sized ``-1`` takes whatever is left.
         seed: the permutation seed (independent of the training seed when the caller wants it).
 
     Returns:
         split name -> sorted sample indices.
+
+    Raises:
+        ValueError: a class has fewer samples than the split sizes ask for.
     """
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in sizes}
+    out: dict[str, list[np.ndarray]] = {name: [np.zeros(0, dtype=np.int64)] for name in sizes}
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         start = 0
         for name, size in sizes.items():
-            if size == -1:
+            if callable(size):
+                n = size(len(idx))
+            elif size == -1:
                 n = len(idx) - start
             elif isinstance(size, float):
                 n = int(round(size * len(idx)))
