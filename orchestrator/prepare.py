@@ -4,7 +4,7 @@ Recipes (``data.profile=prepared`` reads the result):
 
 ``cremad``
     ``RAW/AudioWAV/<clip>.wav`` and ``RAW/VideoFlash/<clip>.flv``; the label is the third ``_``
-    field of the clip name. Audio: OGM-GE's log-STFT (:func:`trainables.data.audio.ogm_spectrogram`),
+    field of the clip name. Audio: OGM-GE's log-STFT (:func:`trainables.data.io.audio.ogm_spectrogram`),
     ``[257, 188]``. Split: OGM-GE's ``train.csv`` / ``test.csv`` when found in ``--lists`` (default
     RAW), else a seeded stratified one.
 ``kinetics_sounds``
@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data.audio import kaldi_fbank, ogm_spectrogram, read_wav
-from trainables.data.base import holdout, stratified_split
+from trainables.data.io.audio import kaldi_fbank, ogm_spectrogram, read_wav
+from trainables.data.io.base import holdout, stratified_split
 from trainables.data.cremad import CLASSES
-from trainables.data.lists import SampleError, SplitRows, read_rows
-from trainables.data.prepared import FORMAT, VERSION
-from trainables.data.video import decode_audio, decode_frames
+from trainables.data.io.lists import SampleError, SplitRows, read_rows
+from trainables.data.io.prepared import FORMAT, VERSION
+from trainables.data.io.video import decode_audio, decode_frames
 from trainables.errors import ConfigError, DataError
 from trainables.reporting import atomic_write_text
 

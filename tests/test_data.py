@@ -3,7 +3,7 @@ import pytest
 
 from trainables.config import resolve
 from trainables.data import DATASETS
-from trainables.data.base import stratified_split
+from trainables.data.io.base import stratified_split
 from trainables.data.mfeat import load_views
 from trainables.errors import ConfigError
 

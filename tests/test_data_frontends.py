@@ -9,9 +9,9 @@ import pytest
 import torch
 from fixtures_data import write_image, write_wav
 
-from trainables.data.audio import FeatureFile, kaldi_fbank, load_feature, ogm_spectrogram, read_wav, tile_clip
-from trainables.data.frames import ImageTransform, list_frames, pick_frames
-from trainables.data.lists import Issues, Sample, SampleError, collect, read_rows, safe_path
+from trainables.data.io.audio import FeatureFile, kaldi_fbank, load_feature, ogm_spectrogram, read_wav, tile_clip
+from trainables.data.io.frames import ImageTransform, list_frames, pick_frames
+from trainables.data.io.lists import Issues, Sample, SampleError, collect, read_rows, safe_path
 from trainables.errors import DataError
 
 

@@ -14,7 +14,7 @@ import orchestrator.prepare as prep
 from orchestrator.cli import main
 from trainables.config import resolve
 from trainables.data import DATASETS
-from trainables.data.audio import ogm_spectrogram, read_wav
+from trainables.data.io.audio import ogm_spectrogram, read_wav
 from trainables.errors import ConfigError, DataError
 
 ARGS = ["--size", "32", "--frames", "3", "--workers", "1"]
@@ -135,7 +135,7 @@ def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path
 def test_kinetics_sounds_prepare_from_mp4(tmp_path):
     from fixtures_data import build_kinetics_raw, write_mp4
 
-    from trainables.data.audio import kaldi_fbank
+    from trainables.data.io.audio import kaldi_fbank
 
     clips = build_kinetics_raw(tmp_path / "raw")
     write_mp4(tmp_path / "raw" / "train" / "4" / f"{clips['train'][1]}.mp4", audio=False)  # a video without sound

@@ -11,7 +11,7 @@ from fixtures_data import build_ave, build_kinetics_sounds, build_modelnet40, bu
 
 from trainables.config import resolve
 from trainables.data import DATASETS
-from trainables.data.frames import flow_window
+from trainables.data.io.frames import flow_window
 from trainables.data.modelnet40 import CLASSES, view_path
 from trainables.errors import DataError
 

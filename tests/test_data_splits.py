@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import orchestrator.prepare as prep
-from trainables.data.assemble import carve_val
-from trainables.data.base import stratified_split
-from trainables.data.lists import Sample
+from trainables.data.io.assemble import carve_val
+from trainables.data.io.base import stratified_split
+from trainables.data.io.lists import Sample
 from trainables.data.mfeat import load_views
 
 

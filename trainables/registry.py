@@ -1,7 +1,8 @@
 """Name -> class registries for methods, datasets, encoders and fusion heads.
 
 A plugin registers itself with a decorator in its own module; the package ``__init__`` imports every
-module of its folder so that adding a plugin touches exactly one file.
+module of its folder so that adding a plugin touches exactly one file. Helpers the plugins share live
+in ``_``-prefixed modules or in subpackages (``trainables/data/io/``), which are not imported as plugins.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ class Registry(Generic[T]):
 
 
 def import_submodules(package_name: str) -> None:
-    """Import every module of a package so that their ``@register`` decorators run."""
+    """Import every plugin module of a package so that their ``@register`` decorators run.
+
+    Plugins are the package's own modules; ``_``-prefixed modules and subpackages are helpers and skipped.
+    """
     package = importlib.import_module(package_name)
     for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
+        if not info.name.startswith("_") and not info.ispkg:
             importlib.import_module(f"{package_name}.{info.name}")

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.data.assemble import RealDataParams, assemble
-from trainables.data.audio import FeatureFile
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
-from trainables.data.frames import FrameFolder
-from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.audio import FeatureFile
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.frames import FrameFolder
+from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.params import knob
 
 

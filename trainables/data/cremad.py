@@ -15,11 +15,11 @@ Labels (all profiles, as the references): NEU HAP SAD FEA DIS ANG -> 0..5.
     only are unpickled); frames as ``ogm_ge``; 3 frames. (DI-MML draws its frames with a fixed
     ``np.random.seed(999)``, i.e. the same frames every epoch; we pick as for the other profiles.)
 ``prepared``
-    the output of ``mmbal prepare cremad`` (see :mod:`trainables.data.prepared`).
+    the output of ``mmbal prepare cremad`` (see :mod:`trainables.data.io.prepared`).
 
 Where the references differ from us: they silently drop listed clips whose files are missing (we
 raise, or skip and count with ``on_error: skip``); OGM-GE loads the first frames in directory order
-(we pick one frame per segment of the sorted list, see :mod:`trainables.data.frames`); they select models on the test
+(we pick one frame per segment of the sorted list, see :mod:`trainables.data.io.frames`); they select models on the test
 set (we carve a validation split from train). ``audio_dir`` / ``visual_dir`` override the folders
 (``{split}`` is replaced by ``train`` or ``test``).
 """
@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from trainables.data import prepared
-from trainables.data.assemble import RealDataParams, assemble
-from trainables.data.audio import FeatureFile, WavSpectrogram
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
-from trainables.data.frames import FrameFolder
-from trainables.data.lists import Issues, Row, Sample, SampleError, collect, read_rows, safe_path
+from trainables.data.io import prepared
+from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.audio import FeatureFile, WavSpectrogram
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.frames import FrameFolder
+from trainables.data.io.lists import Issues, Row, Sample, SampleError, collect, read_rows, safe_path
 from trainables.errors import ConfigError
 from trainables.params import knob
 

@@ -14,7 +14,7 @@ indices 0..30 in both reference lists (class names are not in the lists; they ar
     drops clips with 3 frames or fewer; we keep them (frames repeat).
 
 ``prepared``
-    the output of ``mmbal prepare kinetics_sounds`` (see :mod:`trainables.data.prepared`).
+    the output of ``mmbal prepare kinetics_sounds`` (see :mod:`trainables.data.io.prepared`).
 
 ``list_file`` / ``audio_dir`` / ``visual_dir`` override the paths (``{split}`` becomes ``train`` or
 ``test``).
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from trainables.data import prepared
-from trainables.data.assemble import RealDataParams, assemble
-from trainables.data.audio import FeatureFile
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
-from trainables.data.frames import FrameFolder
-from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io import prepared
+from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.audio import FeatureFile
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.frames import FrameFolder
+from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.params import knob
 
 # list file, row separator, label column, audio folder, frame folder

@@ -19,7 +19,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, TensorDictDataset, register_dataset, stratified_split
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, TensorDictDataset, register_dataset, stratified_split
 from trainables.errors import ConfigError
 from trainables.params import knob
 

@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.data.assemble import RealDataParams, assemble
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
-from trainables.data.frames import ImageFile
-from trainables.data.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.frames import ImageFile
+from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.errors import ConfigError
 from trainables.params import knob
 

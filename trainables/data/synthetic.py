@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables.data.base import DataBundle, DatasetSpec, ModalitySpec, TensorDictDataset, register_dataset
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, TensorDictDataset, register_dataset
 from trainables.errors import ConfigError
 from trainables.params import knob
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainables.data.base import DataBundle, ModalitySpec, holdout, stratified_split
-from trainables.data.lists import Issues, LazyDataset, Loader, Sample, verify
+from trainables.data.io.base import DataBundle, ModalitySpec, holdout, stratified_split
+from trainables.data.io.lists import Issues, LazyDataset, Loader, Sample, verify
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.lists import SampleError
+from trainables.data.io.lists import SampleError
 from trainables.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.data.lists import SampleError
+from trainables.data.io.lists import SampleError
 
 
 def read_wav(path: Path, where: str = "") -> tuple[np.ndarray, int]:

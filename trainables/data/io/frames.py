@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from trainables.data.lists import SampleError
+from trainables.data.io.lists import SampleError
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.data.frames import ImageTransform, pick_frames
-from trainables.data.lists import Sample
+from trainables.data.io.frames import ImageTransform, pick_frames
+from trainables.data.io.lists import Sample
 from trainables.errors import DataError
 
 FORMAT = "mmbal-prepared"
