@@ -10,11 +10,12 @@ import pytest
 import torch
 from fixtures_data import CREMAD, build_cremad_raw
 
-import orchestrator.prepare as prep
 from orchestrator.cli import main
 from trainables.config import resolve
 from trainables.data import DATASETS
+from trainables.data.cremad import CremaDPrepareParams, CremaDRecipe
 from trainables.data.io.audio import ogm_spectrogram, read_wav
+from trainables.data.io.prepare import prepare
 from trainables.errors import ConfigError, DataError
 
 ARGS = ["--size", "32", "--frames", "3", "--workers", "1"]
@@ -22,6 +23,10 @@ ARGS = ["--size", "32", "--frames", "3", "--workers", "1"]
 
 def sha(p):
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def prepare_cremad(raw, out, **params):
+    return prepare("cremad", CremaDRecipe(), raw, out, CremaDPrepareParams(**params), log=lambda s: None)
 
 
 def build(root, **data):
@@ -83,25 +88,24 @@ def test_rerun_is_idempotent_and_other_params_are_refused(raw, prepared, capsys)
 
 def test_interrupted_prepare_resumes_to_identical_output(raw, prepared, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    real, calls = prep.process, []
+    real, calls = CremaDRecipe.decode, []
 
-    def crashing(item, p):
+    def crashing(self, clip, p):
         if len(calls) == 5:
             raise KeyboardInterrupt
-        calls.append(item["id"])
-        return real(item, p)
+        calls.append(clip.id)
+        return real(self, clip, p)
 
-    monkeypatch.setattr(prep, "process", crashing)
-    params = prep.PrepareParams(size=32)
+    monkeypatch.setattr(CremaDRecipe, "decode", crashing)
     with pytest.raises(KeyboardInterrupt):
-        prep.prepare(raw[0], out, params, log=lambda s: None)
+        prepare_cremad(raw[0], out, size=32)
     assert not (out / "manifest.json").exists() and len(list((out / ".work").glob("*.npz"))) == 5
     with pytest.raises(DataError, match="not a finished `mmbal prepare cremad` output"):
         build(out)
     with pytest.raises(ConfigError, match=r"\.work holds an unfinished prepare with other params"):
-        prep.prepare(raw[0], out, prep.PrepareParams(size=48), log=lambda s: None)
-    monkeypatch.setattr(prep, "process", lambda item, p: calls.append(item["id"]) or real(item, p))
-    prep.prepare(raw[0], out, params, log=lambda s: None)
+        prepare_cremad(raw[0], out, size=48)
+    monkeypatch.setattr(CremaDRecipe, "decode", lambda self, clip, p: calls.append(clip.id) or real(self, clip, p))
+    prepare_cremad(raw[0], out, size=32)
     assert len(calls) == 18 and len(set(calls)) == 18  # the 5 finished clips were not redone
     for name in ("audio.npy", "frames.npy", "samples.json"):
         assert sha(out / name) == sha(prepared / name)
@@ -112,8 +116,8 @@ def test_bad_video_raises_or_is_skipped_and_recorded(tmp_path):
     clips = build_cremad_raw(tmp_path / "raw", per_class=3, seconds=1.0)
     (tmp_path / "raw" / "VideoFlash" / f"{clips[3]}.flv").write_bytes(b"FLV\x01 this is not a video")
     with pytest.raises(DataError, match=rf"clip {clips[3]}: cannot decode video .*{clips[3]}.flv"):
-        prep.prepare(tmp_path / "raw", tmp_path / "a", prep.PrepareParams(size=32), log=lambda s: None)
-    man = prep.prepare(tmp_path / "raw", tmp_path / "b", prep.PrepareParams(size=32, on_error="skip"), log=lambda s: None)
+        prepare_cremad(tmp_path / "raw", tmp_path / "a", size=32)
+    man = prepare_cremad(tmp_path / "raw", tmp_path / "b", size=32, on_error="skip")
     assert len(man["skipped"]) == 1 and man["skipped"][0]["kind"] == "corrupt" and clips[3] in man["skipped"][0]["message"]
     assert sum(man["sizes"].values()) == 17 and build(tmp_path / "b").info["prepare_skipped"] == man["skipped"]
 
@@ -122,14 +126,14 @@ def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path
     clips = build_cremad_raw(tmp_path / "raw", per_class=2, seconds=1.0)
     (tmp_path / "raw" / "train.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in clips[:9]))
     (tmp_path / "raw" / "test.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in clips[9:]))
-    man = prep.prepare(tmp_path / "raw", tmp_path / "o", prep.PrepareParams(size=16, frames=1), log=lambda s: None)
+    man = prepare_cremad(tmp_path / "raw", tmp_path / "o", size=16, frames=1)
     assert man["sizes"] == {"train": 9, "test": 3} and man["split_source"].endswith("train.csv, test.csv")
     assert main(["prepare", "cremad", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert main(["prepare", "cremad", "--raw", str(tmp_path), "--out", str(tmp_path / "x"), "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "--raw: " in err and "AudioWAV: no .wav files" in err and "Traceback" not in err
-    with pytest.raises(ConfigError, match="supports: cremad"):
-        prep.prepare(tmp_path / "raw", tmp_path / "y", prep.PrepareParams(dataset="ave"))
+    assert main(["prepare", "ave", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "y")]) == 2
+    assert "dataset: mmbal prepare supports: cremad, kinetics_sounds (got 'ave')" in capsys.readouterr().err
 
 
 def test_kinetics_sounds_prepare_from_mp4(tmp_path):

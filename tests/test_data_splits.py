@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 
-import orchestrator.prepare as prep
+from trainables.data.cremad import CremaDPrepareParams, CremaDRecipe
 from trainables.data.io.assemble import carve_val
 from trainables.data.io.base import stratified_split
 from trainables.data.io.lists import Sample
@@ -73,6 +73,6 @@ def test_cremad_prepare_split_without_lists_is_pinned(tmp_path, fraction, seed, 
     clips = [f"10{(k * 7) % 19:02d}_IEO_{c}_XX" for k, c in enumerate(c for c, n in counts.items() for _ in range(n))]
     for clip in clips:
         (tmp_path / "AudioWAV" / f"{clip}.wav").write_bytes(b"")  # the split reads file names only
-    items = prep.cremad_items(tmp_path, tmp_path, prep.PrepareParams(test_fraction=fraction, split_seed=seed))
-    assert [it["id"] for it in items] == sorted(clips)
-    assert [it["id"] for it in items if it["split"] == "test"] == test_ids
+    items, _ = CremaDRecipe().clips(tmp_path, tmp_path, CremaDPrepareParams(test_fraction=fraction, split_seed=seed))
+    assert [it.id for it in items] == sorted(clips)
+    assert [it.id for it in items if it.split == "test"] == test_ids

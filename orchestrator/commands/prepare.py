@@ -1,49 +1,90 @@
-"""``mmbal prepare DATASET --raw DIR --out DIR``: raw download -> versioned prepared layout (resumable)."""
+"""``mmbal prepare DATASET --raw DIR --out DIR``: raw download -> versioned prepared layout (resumable).
+
+The dataset's prepare recipe (``DatasetSpec.recipe``, in the dataset's own module) does the work
+through :func:`trainables.data.io.prepare.prepare`; every field of a recipe's ``Params`` is an
+option here (``--field-name``), so a new recipe needs no change to this file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import typing
 from pathlib import Path
 
+from trainables.data import DATASETS
+from trainables.data.io.prepare import PrepareRecipe, prepare
 from trainables.errors import ConfigError
+from trainables.params import build_params
 
-DEFAULT_FRAMES = {"cremad": 3, "kinetics_sounds": 10}
+
+def recipes() -> dict[str, PrepareRecipe]:
+    """Registered datasets that have a prepare recipe, by name."""
+    specs = {name: DATASETS.get(name) for name in DATASETS.names()}
+    return {name: spec.recipe for name, spec in specs.items() if spec.recipe is not None}
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_recipe_options(p: argparse.ArgumentParser, have: dict[str, PrepareRecipe]) -> None:
+    """One option per recipe param; its help names the defaults (per dataset where they differ)."""
+    fields: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    for name, recipe in have.items():
+        for f in dataclasses.fields(recipe.Params):
+            fields.setdefault(f.name, []).append((name, f))
+    for field, owners in fields.items():
+        defaults = {name: f.default for name, f in owners}
+        if len(owners) == len(have) and len(set(defaults.values())) == 1:
+            default = f"default {next(iter(defaults.values()))!r}"
+        else:
+            default = "default: " + ", ".join(f"{name} {value!r}" for name, value in defaults.items())
+        name0, first = owners[0]
+        tp = typing.get_type_hints(have[name0].Params)[field]
+        choices = list(typing.get_args(tp)) if typing.get_origin(tp) is typing.Literal else None
+        p.add_argument(
+            flag(field),
+            dest=f"param_{field}",
+            default=None,
+            choices=choices,
+            metavar=None if choices else field.upper(),
+            help=f"{first.metadata.get('help', '')} ({default})",
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    have = recipes()
     p = sub.add_parser("prepare", help="decode a raw dataset once into mmbal's prepared layout (data.profile=prepared)")
-    p.add_argument("dataset", help="dataset to prepare (supported: cremad, kinetics_sounds)")
-    p.add_argument(
-        "--raw", required=True, help="raw download (cremad: AudioWAV/*.wav + VideoFlash/*.flv; kinetics_sounds: **/*.mp4)"
-    )
+    p.add_argument("dataset", help=f"dataset to prepare (supported: {', '.join(have)})")
+    raw_help = "; ".join(f"{name}: {r.raw_layout}" for name, r in have.items())
+    p.add_argument("--raw", required=True, help=f"raw download ({raw_help})")
     p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
-    lists_help = "folder with OGM-GE's lists (cremad: train.csv/test.csv, optional; kinetics_sounds: my_{train,test}.txt)"
-    p.add_argument("--lists", default=None, help=lists_help + "; default: --raw")
-    p.add_argument(
-        "--frames", type=int, default=None, help="frames stored per clip, 1 per second (default: cremad 3, kinetics_sounds 10)"
-    )
-    p.add_argument("--size", type=int, default=224, help="side of the stored square frames")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="cremad without lists: test share per class")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of that split")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="a bad clip stops, or is skipped and recorded")
+    lists_help = "; ".join(f"{name}: {r.lists_layout}" for name, r in have.items())
+    p.add_argument("--lists", default=None, help=f"folder with the official lists ({lists_help}); default: --raw")
+    add_recipe_options(p, have)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.prepare import PrepareParams, prepare
-
-    frames = args.frames if args.frames is not None else DEFAULT_FRAMES.get(args.dataset, 3)
-    if frames < 1 or args.size < 16:
-        raise ConfigError("--frames/--size", "allowed: --frames >= 1 and --size >= 16")
-    if not 0.0 < args.test_fraction < 1.0:
-        raise ConfigError("--test-fraction", f"got {args.test_fraction}; allowed: a fraction in (0, 1)")
+    have = recipes()
+    if args.dataset not in have:
+        raise ConfigError("dataset", f"mmbal prepare supports: {', '.join(have)} (got {args.dataset!r})")
+    recipe = have[args.dataset]
+    given = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
+    own = [f.name for f in dataclasses.fields(recipe.Params)]
+    for field in given:
+        if field not in own:
+            allowed = ", ".join(flag(f) for f in own)
+            raise ConfigError(flag(field), f"not an option of {args.dataset}; allowed: {allowed}")
+    try:
+        params = build_params(recipe.Params, given)
+    except ConfigError as exc:  # the user typed a flag, not a key
+        raise ConfigError(flag(exc.key), exc.message) from None
     if not Path(args.raw).is_dir():
         raise ConfigError("--raw", f"{args.raw} is not a folder")
-    params = PrepareParams(
-        dataset=args.dataset, frames=frames, size=args.size, test_fraction=args.test_fraction,
-        split_seed=args.split_seed, on_error=args.on_error,
-    )  # fmt: skip
-    prepare(Path(args.raw), Path(args.out), params, Path(args.lists) if args.lists else None, max(1, args.workers))
+    lists = Path(args.lists) if args.lists else None
+    prepare(args.dataset, recipe, Path(args.raw), Path(args.out), params, lists, max(1, args.workers))
     return 0

@@ -17,6 +17,11 @@ Labels (all profiles, as the references): NEU HAP SAD FEA DIS ANG -> 0..5.
 ``prepared``
     the output of ``mmbal prepare cremad`` (see :mod:`trainables.data.io.prepared`).
 
+Prepare recipe (:class:`CremaDRecipe`, ``mmbal prepare cremad``): ``RAW/AudioWAV/<clip>.wav`` and
+``RAW/VideoFlash/<clip>.flv``; the label is the third ``_`` field of the clip name. Audio: OGM-GE's
+log-STFT (:func:`trainables.data.io.audio.ogm_spectrogram`), ``[257, 188]``. Split: OGM-GE's
+``train.csv`` / ``test.csv`` when found in ``--lists`` (default RAW), else a seeded stratified one.
+
 Where the references differ from us: they silently drop listed clips whose files are missing (we
 raise, or skip and count with ``on_error: skip``); OGM-GE loads the first frames in directory order
 (we pick one frame per segment of the sorted list, see :mod:`trainables.data.io.frames`); they select models on the test
@@ -31,13 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from trainables.data.io import prepared
 from trainables.data.io.assemble import RealDataParams, assemble
-from trainables.data.io.audio import FeatureFile, WavSpectrogram
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.audio import FeatureFile, WavSpectrogram, ogm_spectrogram, read_wav
+from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, holdout, register_dataset, stratified_split
 from trainables.data.io.frames import FrameFolder
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, collect, read_rows, safe_path
-from trainables.errors import ConfigError
+from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, safe_path
+from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip
+from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 
 CLASSES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
@@ -47,6 +55,11 @@ PROFILES = {  # list files, row separator, audio folder, frame folder, reference
     "pmr": ("{split}.csv", ",", "Audio-1004", "Image-01-FPS", 3),
 }
 PROFILES["dimml"] = PROFILES["pmr"]  # the same layout under its other name
+
+
+def _check_stft(p: CremaDParams | CremaDPrepareParams) -> None:
+    if p.audio_seconds <= 0 or p.audio_rate < 1000 or p.n_fft < 8 or not 0 < p.hop <= p.n_fft:
+        raise ConfigError("hop", "audio params: audio_seconds > 0, audio_rate >= 1000, n_fft >= 8, 0 < hop <= n_fft")
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,7 @@ class CremaDParams(RealDataParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.audio_seconds <= 0 or self.audio_rate < 1000 or self.n_fft < 8 or not 0 < self.hop <= self.n_fft:
-            raise ConfigError("hop", "audio params: audio_seconds > 0, audio_rate >= 1000, n_fft >= 8, 0 < hop <= n_fft")
+        _check_stft(self)
 
 
 def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: str) -> Callable[[Row], Sample]:
@@ -94,29 +106,81 @@ def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: 
     return resolve
 
 
+@dataclass(frozen=True)
+class CremaDPrepareParams(PrepareParams):
+    """``mmbal prepare cremad``: what decides the stored bytes besides the frames."""
+
+    audio_rate: int = knob(22050, "log-STFT: resampling rate, Hz")
+    audio_seconds: float = knob(3.0, "log-STFT: clip length after tiling, seconds")
+    n_fft: int = knob(512, "log-STFT: STFT size")
+    hop: int = knob(353, "log-STFT: STFT hop")
+    test_fraction: float = knob(0.1, "without OGM-GE's lists: test share of each class")
+    split_seed: int = knob(0, "without OGM-GE's lists: seed of that split")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_stft(self)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError("test_fraction", f"got {self.test_fraction}; allowed: a fraction in (0, 1)")
+
+
+class CremaDRecipe(PrepareRecipe):
+    """Raw CREMA-D (WAV + FLV) -> OGM-GE's log-STFT and 1-fps frames."""
+
+    Params = CremaDPrepareParams
+    class_names = CLASSES
+    raw_layout = "AudioWAV/*.wav + VideoFlash/*.flv"
+    lists_layout = "OGM-GE's train.csv/test.csv, optional"
+
+    def clips(self, raw: Path, lists: Path, p: CremaDPrepareParams) -> tuple[list[RawClip], str]:
+        wavs = sorted((raw / "AudioWAV").glob("*.wav"))
+        if not wavs:
+            raise DataError(f"{raw / 'AudioWAV'}: no .wav files (expected the raw CREMA-D download)")
+        labels = {}
+        for w in wavs:
+            parts = w.stem.split("_")
+            if len(parts) < 3 or parts[2] not in CLASSES:
+                raise DataError(f"{w}: cannot read the emotion from the file name (expected ActorID_Sentence_EMOTION_Level)")
+            labels[w.stem] = CLASSES.index(parts[2])
+        if (lists / "train.csv").is_file() and (lists / "test.csv").is_file():
+            split = {}
+            for name in ("train", "test"):
+                for row in read_rows(lists / f"{name}.csv", SplitRows(","), 2):
+                    if isinstance(row, SampleError):
+                        raise DataError(str(row))
+                    split[row.fields[0]] = name
+            source = f"{lists}/train.csv, test.csv"
+        else:
+            ids = sorted(labels)
+            sizes = {"test": holdout(p.test_fraction), "train": -1}
+            rows = stratified_split(np.array([labels[i] for i in ids]), sizes, p.split_seed)
+            split = {ids[i]: name for name, picked in rows.items() for i in picked}
+            source = f"stratified, test_fraction {p.test_fraction}, seed {p.split_seed}"
+        files = {s: {"wav": str(raw / "AudioWAV" / f"{s}.wav"), "video": str(raw / "VideoFlash" / f"{s}.flv")} for s in labels}
+        return [RawClip(s, labels[s], split[s], f"clip {s}", files[s]) for s in sorted(labels) if s in split], source
+
+    def audio_shape(self, p: CremaDPrepareParams) -> tuple[int, int]:
+        return WavSpectrogram(p.audio_rate, p.audio_seconds, p.n_fft, p.hop).shape()[1:]
+
+    def audio(self, clip: RawClip, p: CremaDPrepareParams) -> np.ndarray:
+        x, rate = read_wav(Path(clip.files["wav"]), clip.where)
+        if len(x) == 0:
+            raise SampleError("corrupt", f"{clip.where}: {clip.files['wav']} holds no samples")
+        return ogm_spectrogram(x, rate, p.audio_rate, p.audio_seconds, p.n_fft, p.hop).numpy()
+
+
 @register_dataset("cremad")
 class CremaD(DatasetSpec):
     Params = CremaDParams
     needs_root = True
+    recipe = CremaDRecipe()
 
     def build(self, params: CremaDParams, root: str | None, seed: int) -> DataBundle:
         base = Path(root or ".")
         issues = Issues(params.on_error)
         size, aug = params.image_size, params.augment
         if params.profile == "prepared":
-            man, sha = prepared.read_manifest(base, "cremad")
-            splits = prepared.read_samples(base, man)
-            nf = params.num_frames or 1
-            loaders = {"audio": prepared.PreparedAudio(base, man), "visual": prepared.PreparedFrames(base, man, nf, size, aug)}
-            info = {
-                "dataset": "cremad",
-                "profile": "prepared",
-                "manifest_sha256": sha,
-                "num_frames": nf,
-                "prepare_params": man.get("params"),
-                "prepare_skipped": man.get("skipped"),
-            }
-            return self._bundle({k: v for k, v in splits.items() if k in ("train", "test")}, loaders, params, issues, info)
+            return prepared.bundle(base, "cremad", params, params.num_frames or 1, issues)
         list_tmpl, sep, adir, vdir, ref_frames = PROFILES[params.profile]
         adir, vdir = params.audio_dir or adir, params.visual_dir or vdir
         nf = params.num_frames or ref_frames

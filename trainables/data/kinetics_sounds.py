@@ -16,6 +16,11 @@ indices 0..30 in both reference lists (class names are not in the lists; they ar
 ``prepared``
     the output of ``mmbal prepare kinetics_sounds`` (see :mod:`trainables.data.io.prepared`).
 
+Prepare recipe (:class:`KineticsSoundsRecipe`, ``mmbal prepare kinetics_sounds``): ``RAW/**/<clip>.mp4``
+(any folder depth) and OGM-GE's ``my_train.txt`` / ``my_test.txt`` (rows ``<clip>,10,<label index>``)
+in ``--lists`` (default RAW). Audio: the video's audio track at 16 kHz as the normalised Kaldi fbank
+of the MLA / Kinetics-Sounds features, stored ``[128, 1024]``; 10 frames at 1 fps by default.
+
 ``list_file`` / ``audio_dir`` / ``visual_dir`` override the paths (``{split}`` becomes ``train`` or
 ``test``).
 """
@@ -26,13 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from trainables.data.io import prepared
 from trainables.data.io.assemble import RealDataParams, assemble
-from trainables.data.io.audio import FeatureFile
+from trainables.data.io.audio import FeatureFile, kaldi_fbank
 from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
 from trainables.data.io.frames import FrameFolder
 from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip
+from trainables.data.io.video import decode_audio
+from trainables.errors import ConfigError, DataError
 from trainables.params import knob
+
+NUM_CLASSES = 31  # the reference lists give class indices only
 
 # list file, row separator, label column, audio folder, frame folder
 PROFILES = {
@@ -47,22 +59,70 @@ class KineticsSoundsParams(RealDataParams):
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
-    num_classes: int = knob(31, "number of classes (labels are indices 0..num_classes-1)")
+    num_classes: int = knob(NUM_CLASSES, "number of classes (labels are indices 0..num_classes-1)")
     audio_frames: int = knob(1024, "fbank time frames after padding/cutting")
     mel_bins: int = knob(128, "fbank mel bins (checked against the files)")
+
+
+@dataclass(frozen=True)
+class KineticsSoundsPrepareParams(PrepareParams):
+    """``mmbal prepare kinetics_sounds``: what decides the stored bytes besides the frames."""
+
+    frames: int = knob(10, "frames stored per clip, 1 per second")
+    fbank_rate: int = knob(16000, "fbank: rate the audio track is resampled to, Hz")
+    mel_bins: int = knob(128, "fbank: mel bins")
+    fbank_frames: int = knob(1024, "fbank: time frames after padding/cutting")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fbank_rate < 1000 or self.mel_bins < 1 or self.fbank_frames < 1:
+            raise ConfigError("fbank_rate", "fbank params: fbank_rate >= 1000, mel_bins >= 1, fbank_frames >= 1")
+
+
+class KineticsSoundsRecipe(PrepareRecipe):
+    """Kinetics-Sounds MP4s + OGM-GE's lists -> Kaldi fbank of the audio track and 1-fps frames."""
+
+    Params = KineticsSoundsPrepareParams
+    class_names = [str(i) for i in range(NUM_CLASSES)]
+    raw_layout = "**/*.mp4"
+    lists_layout = "OGM-GE's my_{train,test}.txt"
+
+    def clips(self, raw: Path, lists: Path, p: KineticsSoundsPrepareParams) -> tuple[list[RawClip], str]:
+        videos = {v.stem: v for v in sorted(raw.rglob("*.mp4"))}
+        clips = []
+        for split in ("train", "test"):
+            for row in read_rows(lists / f"my_{split}.txt", SplitRows(","), 3):
+                if isinstance(row, SampleError):
+                    raise DataError(str(row))
+                clip, label = row.fields[0], row.fields[2]
+                if not label.isdigit() or int(label) >= NUM_CLASSES:
+                    raise DataError(f"{row.where}: label {label!r} is not a class index 0..{NUM_CLASSES - 1}")
+                video = videos.get(clip, raw / f"{clip}.mp4")  # a missing video is reported when it is decoded
+                clips.append(RawClip(clip, int(label), split, row.where, {"video": str(video)}))
+        if len({c.id for c in clips}) != len(clips):
+            raise DataError(f"{lists}: a clip is listed twice in my_train.txt / my_test.txt")
+        return clips, f"{lists}/my_train.txt, my_test.txt"
+
+    def audio_shape(self, p: KineticsSoundsPrepareParams) -> tuple[int, int]:
+        return (p.mel_bins, p.fbank_frames)
+
+    def audio(self, clip: RawClip, p: KineticsSoundsPrepareParams) -> np.ndarray:
+        x = decode_audio(Path(clip.files["video"]), p.fbank_rate, clip.where)
+        return kaldi_fbank(x, p.fbank_rate, p.mel_bins, p.fbank_frames).T.numpy()  # stored [F, T] like every audio feature
 
 
 @register_dataset("kinetics_sounds")
 class KineticsSounds(DatasetSpec):
     Params = KineticsSoundsParams
     needs_root = True
+    recipe = KineticsSoundsRecipe()
 
     def build(self, params: KineticsSoundsParams, root: str | None, seed: int) -> DataBundle:
         base = Path(root or ".")
         issues = Issues(params.on_error)
         nf = params.num_frames or 3
         if params.profile == "prepared":
-            return self._prepared(base, params, nf, issues)
+            return prepared.bundle(base, "kinetics_sounds", params, nf, issues)
         tmpl, sep, col, adir, vdir = PROFILES[params.profile]
         tmpl, adir, vdir = params.list_file or tmpl, params.audio_dir or adir, params.visual_dir or vdir
         classes = [str(i) for i in range(params.num_classes)]
@@ -88,22 +148,3 @@ class KineticsSounds(DatasetSpec):
         modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
         info = {"dataset": "kinetics_sounds", "profile": params.profile, "num_frames": nf, "audio_dir": adir, "visual_dir": vdir}
         return assemble(splits, loaders, modalities, classes, params, issues, info)
-
-    @staticmethod
-    def _prepared(base: Path, params: KineticsSoundsParams, nf: int, issues: Issues) -> DataBundle:
-        man, sha = prepared.read_manifest(base, "kinetics_sounds")
-        splits = {k: v for k, v in prepared.read_samples(base, man).items() if k in ("train", "test")}
-        loaders = {
-            "audio": prepared.PreparedAudio(base, man),
-            "visual": prepared.PreparedFrames(base, man, nf, params.image_size, params.augment),
-        }
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {
-            "dataset": "kinetics_sounds",
-            "profile": "prepared",
-            "num_frames": nf,
-            "manifest_sha256": sha,
-            "prepare_params": man.get("params"),
-            "prepare_skipped": man.get("skipped"),
-        }
-        return assemble(splits, loaders, modalities, list(man["class_names"]), params, issues, info)

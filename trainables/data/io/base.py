@@ -1,16 +1,18 @@
 """Dataset plugin: a registered class turns ``(params, root, seed)`` into train/val/test splits.
 
 A batch, after the default collate, is ``{"inputs": {modality: Tensor[B, ...]}, "label": Tensor[B],
-"index": Tensor[B]}``, ``index`` being the sample's position in its split (``0 .. len(split) - 1``, what
-``BalancingMethod.train_indices`` refers to). Each dataset module registers itself with ``@register_dataset("name")`` and
-declares a frozen ``Params`` dataclass (the ``data.*`` keys of a config).
+"index": Tensor[B]}``, ``index`` being the sample's position in its split (``0 .. len(split) - 1``,
+what ``BalancingMethod.train_indices`` refers to). Each dataset module registers itself with
+``@register_dataset("name")`` and declares a frozen ``Params`` dataclass (the ``data.*`` keys of a
+config). A dataset that can be prepared from a raw download (``mmbal prepare NAME``) also sets
+``recipe`` (a :class:`~trainables.data.io.prepare.PrepareRecipe`) in its own module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,6 +20,9 @@ from torch.utils.data import Dataset
 
 from trainables.params import NoParams
 from trainables.registry import Registry
+
+if TYPE_CHECKING:  # only the type: the writer imports this module (through prepared and assemble)
+    from trainables.data.io.prepare import PrepareRecipe
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
 register_dataset = DATASETS.register
@@ -60,6 +65,7 @@ class DatasetSpec:
     Params: ClassVar[type] = NoParams
     name: ClassVar[str] = ""
     needs_root: ClassVar[bool] = False  # True for datasets read from a user folder
+    recipe: ClassVar[PrepareRecipe | None] = None  # the `mmbal prepare` hook; None: no recipe
 
     def build(self, params: Any, root: str | None, seed: int) -> DataBundle:  # pragma: no cover
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Reader of mmbal's prepared layout (written by ``mmbal prepare``).
+"""Reader of mmbal's prepared layout (written by :mod:`trainables.data.io.prepare`, ``mmbal prepare``).
 
 ```
 OUT/manifest.json   format, version, dataset, class names, preparation params, library versions,
@@ -9,7 +9,8 @@ OUT/frames.npy      uint8   [N, K, S, S, 3] decoded frames, the first ``frames``
 ```
 
 The manifest is written last (atomically): a folder without one is an unfinished prepare and is
-refused. Runs record the manifest's sha256 in ``DataBundle.info``.
+refused. Runs record the manifest's sha256 in ``DataBundle.info``. :func:`bundle` is the
+``data.profile: prepared`` of every dataset with a prepare recipe.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.base import DataBundle, ModalitySpec
 from trainables.data.io.frames import ImageTransform, pick_frames
-from trainables.data.io.lists import Sample
+from trainables.data.io.lists import Issues, Sample
 from trainables.errors import DataError
 
 FORMAT = "mmbal-prepared"
@@ -114,3 +117,27 @@ class PreparedFrames:
         x = torch.from_numpy(np.ascontiguousarray(self.arr.get()[sample.files["row"], picks]))  # [T, S, S, 3] uint8
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return ImageTransform(self.size, train, self.augment)(x)
+
+
+def bundle(root: Path, dataset: str, params: RealDataParams, num_frames: int, issues: Issues) -> DataBundle:
+    """The splits of a prepared folder: official train/test, validation carved from train as usual.
+
+    Raises:
+        DataError: an unfinished or foreign folder (see :func:`read_manifest`), or a checksum mismatch.
+    """
+    man, sha = read_manifest(root, dataset)
+    splits = {k: v for k, v in read_samples(root, man).items() if k in ("train", "test")}
+    loaders = {
+        "audio": PreparedAudio(root, man),
+        "visual": PreparedFrames(root, man, num_frames, params.image_size, params.augment),
+    }
+    modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
+    info = {
+        "dataset": dataset,
+        "profile": "prepared",
+        "num_frames": num_frames,
+        "manifest_sha256": sha,
+        "prepare_params": man.get("params"),
+        "prepare_skipped": man.get("skipped"),
+    }
+    return assemble(splits, loaders, modalities, list(man["class_names"]), params, issues, info)

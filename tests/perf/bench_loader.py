@@ -1,9 +1,10 @@
 """Samples/s of the prepared-data loader vs the official path (JPEG decode + STFT per sample), same workers.
 
-Run: ``python tests/fixtures_data/bench_loader.py --clips 300 --workers 2``. Fabricates a CREMA-D-sized
-set (2.5 s 16 kHz WAVs, 480x360 frames at 1 fps as CREMA-D's videos) in the OGM-GE layout and, from
-the same raw clips, ``mmbal prepare`` output; then times full passes of a DataLoader over the
-training split of each (``data.profile`` ogm_ge vs prepared, identical other settings).
+Run: ``python tests/perf/bench_loader.py --clips 300 --workers 2`` (a measurement, not a test:
+pytest does not collect it). Fabricates a CREMA-D-sized set (2.5 s 16 kHz WAVs, 480x360 frames at
+1 fps as CREMA-D's videos) in the OGM-GE layout and, from the same raw clips, ``mmbal prepare``
+output; then times full passes of a DataLoader over the training split of each (``data.profile``
+ogm_ge vs prepared, identical other settings).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the fixture builders
 
 from fixtures_data import CREMAD, tone, write_flv, write_wav  # noqa: E402
 
@@ -66,7 +67,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
-    from orchestrator.prepare import PrepareParams, prepare
+    from trainables.data.cremad import CremaDPrepareParams, CremaDRecipe
+    from trainables.data.io.prepare import prepare
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="mmbal-bench-"))
     if not (root / "train.csv").exists():
@@ -74,7 +76,8 @@ def main() -> None:
         fabricate(root, args.clips)
         print(f"fabricated {args.clips} clips in {time.perf_counter() - t:.1f} s under {root}")
     t = time.perf_counter()
-    prepare(root, root / "prepared", PrepareParams(frames=3, size=224), workers=args.workers, log=lambda s: None)
+    params = CremaDPrepareParams(frames=3, size=224)
+    prepare("cremad", CremaDRecipe(), root, root / "prepared", params, workers=args.workers, log=lambda s: None)
     print(f"prepare: {time.perf_counter() - t:.1f} s ({args.workers} workers)")
     official = throughput(root, "ogm_ge", args.workers, args.batch, args.epochs)
     fast = throughput(root / "prepared", "prepared", args.workers, args.batch, args.epochs)
