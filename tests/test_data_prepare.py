@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -15,8 +16,11 @@ from trainables.config import resolve
 from trainables.data import DATASETS
 from trainables.data.cremad import CremaDPrepareParams, CremaDRecipe
 from trainables.data.io.audio import ogm_spectrogram, read_wav
-from trainables.data.io.prepare import prepare
+from trainables.data.io.base import DatasetSpec
+from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip, prepare
+from trainables.data.io.prepared import read_manifest, read_samples
 from trainables.errors import ConfigError, DataError
+from trainables.params import knob
 
 ARGS = ["--size", "32", "--frames", "3", "--workers", "1"]
 
@@ -161,3 +165,50 @@ def test_kinetics_sounds_prepare_from_mp4(tmp_path):
     got = item["inputs"]["audio"][0][:, 10:280]
     assert np.corrcoef(got.flatten().numpy(), expected.flatten().numpy())[0, 1] > 0.99  # another tone gives ~0.6
     assert [b.class_names[s.label] for s in b.test.samples] == ["4", "27", "30"]
+
+
+@dataclass(frozen=True)
+class ToyParams(PrepareParams):
+    level: int = knob(7, "grey level of every stored frame")
+
+
+class ToyRecipe(PrepareRecipe):
+    """A recipe declared outside trainables/data: one row ``id,label,split`` per clip in ``clips.txt``."""
+
+    Params = ToyParams
+    class_names = ["x", "y"]
+    raw_layout = "clips.txt"
+    lists_layout = "none"
+
+    def clips(self, raw, lists, p):
+        rows = [line.split(",") for line in (raw / "clips.txt").read_text().split()]
+        return [RawClip(i, int(label), split, f"clips.txt, row {i}", {}) for i, label, split in rows], "clips.txt"
+
+    def audio_shape(self, p):
+        return (2, 3)
+
+    def audio(self, clip, p):
+        return np.full((2, 3), clip.label, np.float32)
+
+    def frames(self, clip, p):
+        return np.full((1, p.size, p.size, 3), p.level, np.uint8)
+
+
+class Toy(DatasetSpec):
+    recipe = ToyRecipe()
+
+
+def test_a_new_dataset_with_a_recipe_needs_no_other_change(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS._items, "toy", Toy)  # what @register_dataset("toy") does in its own file
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "clips.txt").write_text("a,0,train\nb,1,train\nc,1,test\n")
+    out = tmp_path / "out"
+    args = ["prepare", "toy", "--raw", str(tmp_path / "raw"), "--out", str(out), "--size", "16", "--level", "9", "--workers", "1"]
+    assert main(args) == 0
+    man, _ = read_manifest(out, "toy")
+    assert man["params"] == {"dataset": "toy", "frames": 3, "size": 16, "fps": 1.0, "on_error": "raise", "level": 9}
+    assert man["class_names"] == ["x", "y"] and man["split_source"] == "clips.txt"
+    frames, audio = np.load(out / "frames.npy"), np.load(out / "audio.npy")
+    assert frames.shape == (3, 3, 16, 16, 3) and (frames[:, 0] == 9).all() and not frames[:, 1:].any()
+    assert audio.shape == (3, 2, 3) and audio[:, 0, 0].tolist() == [0, 1, 1]
+    assert {k: [s.id for s in v] for k, v in read_samples(out, man).items()} == {"train": ["a", "b"], "test": ["c"]}
