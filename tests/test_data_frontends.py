@@ -78,7 +78,7 @@ def test_pickled_features_load_arrays_but_refuse_code(tmp_path):
 def test_frame_picks_one_per_segment_seeded_and_centred_for_eval():
     assert pick_frames(10, 3, train=False) == [1, 5, 8]  # floor((i + 0.5) * 10 / 3)
     assert pick_frames(2, 3, train=False) == [0, 1, 1]
-    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(7)
     a, b = pick_frames(10, 3, True, g()), pick_frames(10, 3, True, g())
     assert a == b  # seeded
     draws = [pick_frames(10, 3, True, torch.Generator().manual_seed(s)) for s in range(60)]
@@ -128,8 +128,8 @@ def test_safe_path_refuses_escapes(tmp_path):
 def test_issues_raise_or_count_and_duplicates(tmp_path):
     p = tmp_path / "l.txt"
     p.write_text("a 0\nb 1\na 0\n")
-    rows = lambda: read_rows(p, str.split, 2)  # noqa: E731
-    resolve = lambda r: Sample(r.fields[0], int(r.fields[1]), r.where)  # noqa: E731
+    rows = lambda: read_rows(p, str.split, 2)
+    resolve = lambda r: Sample(r.fields[0], int(r.fields[1]), r.where)
     with pytest.raises(DataError, match=r"l.txt, line 3: sample 'a' already listed at .*line 1"):
         collect(rows(), resolve, Issues("raise"), "train")
     issues = Issues("skip")

@@ -105,7 +105,7 @@ def test_modelnet40_front_and_rear_views(tmp_path):
     assert b.num_classes == 40 and b.class_names[39] == "xbox" and sizes(b) == (6, 3, 3)
     x = b.test[0]["inputs"]
     assert x["front"].shape == (3, 32, 32) and x["rear"].shape == (3, 32, 32)
-    grey = lambda t: (t[0].mean() * 0.229 + 0.485) * 255  # noqa: E731 - undo the red normalisation
+    grey = lambda t: (t[0].mean() * 0.229 + 0.485) * 255  # undo the red normalisation
     assert abs(grey(x["front"]) - 10) < 2 and abs(grey(x["rear"]) - 70) < 2  # v001 and v007 renders
     assert sorted({s.label for s in b.test.samples}) == [0, 1, 39]
     assert view_path("a/b.obj.shaded_v001.png", "v007") == "a/b.obj.shaded_v007.png" and view_path("v001/x.png", "v007") is None

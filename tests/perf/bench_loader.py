@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the fixture builders
 
-from fixtures_data import CREMAD, tone, write_flv, write_wav  # noqa: E402
+from fixtures_data import CREMAD, tone, write_flv, write_wav
 
 
 def fabricate(root: Path, clips: int) -> None:

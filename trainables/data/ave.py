@@ -12,6 +12,7 @@ unless ``official_val`` is false, in which case a stratified fraction of train i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class AVEParams(RealDataParams):
     audio_frames: int = knob(1004, "spectrogram time frames after padding/cutting")
 
 
-def _rows(path: Path, removed: dict[str, int], split: str):  # noqa: ANN202 - a generator of rows
+def _rows(path: Path, removed: dict[str, int], split: str) -> Iterator[Row | SampleError]:
     seen: set[str] = set()
     for row in read_rows(path, SplitRows("&"), 2):
         if isinstance(row, Row):

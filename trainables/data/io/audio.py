@@ -13,11 +13,12 @@ import io
 import pickle
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from trainables.data.io.lists import SampleError
+from trainables.data.io.lists import Sample, SampleError
 
 
 def read_wav(path: Path, where: str = "") -> tuple[np.ndarray, int]:
@@ -149,7 +150,7 @@ class _ArrayOnly(pickle.Unpickler):
         ("builtins", "bytearray"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
@@ -167,7 +168,7 @@ def load_feature(path: Path, where: str) -> np.ndarray:
         else:
             arr = _ArrayOnly(io.BytesIO(data)).load()
         arr = np.asarray(arr, dtype=np.float32)
-    except Exception as exc:  # noqa: BLE001 - any decoding failure means a corrupt file
+    except Exception as exc:  # any decoding failure means a corrupt file
         raise SampleError("corrupt", f"{where}: cannot read feature file {path} ({type(exc).__name__}: {exc})") from None
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise SampleError(
@@ -188,7 +189,7 @@ class WavSpectrogram:
     def shape(self) -> tuple[int, int, int]:
         return (1, self.n_fft // 2 + 1, int(round(self.rate * self.seconds)) // self.hop + 1)
 
-    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:
         x, rate = read_wav(sample.files["audio"], sample.where)
         if len(x) == 0:
             raise SampleError("corrupt", f"{sample.where}: {sample.files['audio']} holds no samples")
@@ -210,7 +211,7 @@ class FeatureFile:
     def shape(self) -> tuple[int, int, int]:
         return (1, self.bins, self.frames)
 
-    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:
         arr = load_feature(sample.files["audio"], sample.where)
         if self.time_first:
             arr = arr.T

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from trainables.data.io.lists import SampleError
+from trainables.data.io.lists import Sample, SampleError
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -118,7 +118,7 @@ class FrameFolder:
     def shape(self) -> tuple[int, int, int, int]:
         return (self.num_frames, 3, self.size, self.size)
 
-    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:
         files = list_frames(sample.files[self.key], sample.where)
         picks = pick_frames(len(files), self.num_frames, train)
         return ImageTransform(self.size, train, self.augment)(load_frames([files[i] for i in picks], sample.where))
@@ -133,7 +133,7 @@ class ImageFile:
     def shape(self) -> tuple[int, int, int]:
         return (3, self.size, self.size)
 
-    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:
         x = to_tensor(open_image(sample.files[self.key], sample.where))[None]
         return ImageTransform(self.size, train, self.augment)(x)[0]
 
@@ -155,7 +155,7 @@ class FlowStack:
     def shape(self) -> tuple[int, int, int, int]:
         return (self.num_frames, 2, self.size, self.size)
 
-    def __call__(self, sample, train: bool) -> torch.Tensor:  # noqa: ANN001 - a lists.Sample
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:
         u = list_frames(sample.files["flow_u"], sample.where)
         v = list_frames(sample.files["flow_v"], sample.where)
         picks = flow_window(min(len(u), len(v)), self.num_frames, train)

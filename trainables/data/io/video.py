@@ -9,6 +9,7 @@ Kinetics-Sounds).
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from trainables.data.io.lists import SampleError
 from trainables.errors import ConfigError
 
 
-def _av():  # noqa: ANN202 - the av module
+def _av() -> ModuleType:
     """PyAV, imported on first use (only ``mmbal prepare`` needs it)."""
     try:
         import av
