@@ -15,7 +15,7 @@ from trainables.errors import DataError
 from trainables.models.classifier import ModelSpec
 from trainables.models.encoders import ENCODERS, build_encoder
 from trainables.models.fusion import FUSIONS
-from trainables.models.output import ModelOutput
+from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import build_params
 
 ROOTLESS = [n for n in DATASETS.names() if not DATASETS.get(n).needs_root]
@@ -107,7 +107,7 @@ def test_fusion_head_gives_model_output_with_per_modality_logits(kind):
     with torch.no_grad():
         out = model(inputs)
         changed_b = model({"a": inputs["a"], "b": torch.randn(4, 7)})
-    assert isinstance(out, ModelOutput) and out.logits.shape == (4, 3)
+    assert isinstance(model, MultimodalModel) and isinstance(out, ModelOutput) and out.logits.shape == (4, 3)
     assert list(out.modality_logits) == ["a", "b"] and all(v.shape == (4, 3) for v in out.modality_logits.values())
     assert {m: f.shape for m, f in out.features.items()} == {"a": (4, 8), "b": (4, 8)}
     # a modality's logits see that modality only: what per-modality accuracy measures

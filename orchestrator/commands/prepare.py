@@ -16,7 +16,7 @@ from pathlib import Path
 from trainables.data import DATASETS
 from trainables.data.io.prepare import PrepareRecipe, prepare
 from trainables.errors import ConfigError
-from trainables.params import build_params
+from trainables.params import build_params, describe
 
 
 def recipes() -> dict[str, PrepareRecipe]:
@@ -30,19 +30,18 @@ def flag(field: str) -> str:
 
 
 def add_recipe_options(p: argparse.ArgumentParser, have: dict[str, PrepareRecipe]) -> None:
-    """One option per recipe param; its help names the defaults (per dataset where they differ)."""
-    fields: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    """One option per recipe param, with its meaning, range and defaults (per dataset where they differ)."""
+    fields: dict[str, list[tuple[str, str, object]]] = {}  # field -> [(dataset, meaning, default)]
     for name, recipe in have.items():
-        for f in dataclasses.fields(recipe.Params):
-            fields.setdefault(f.name, []).append((name, f))
+        for field, _, default, meaning in describe(recipe.Params):
+            fields.setdefault(field, []).append((name, meaning, default))
     for field, owners in fields.items():
-        defaults = {name: f.default for name, f in owners}
+        defaults = {name: default for name, _, default in owners}
         if len(owners) == len(have) and len(set(defaults.values())) == 1:
             default = f"default {next(iter(defaults.values()))!r}"
         else:
             default = "default: " + ", ".join(f"{name} {value!r}" for name, value in defaults.items())
-        name0, first = owners[0]
-        tp = typing.get_type_hints(have[name0].Params)[field]
+        tp = typing.get_type_hints(have[owners[0][0]].Params)[field]
         choices = list(typing.get_args(tp)) if typing.get_origin(tp) is typing.Literal else None
         p.add_argument(
             flag(field),
@@ -50,7 +49,7 @@ def add_recipe_options(p: argparse.ArgumentParser, have: dict[str, PrepareRecipe
             default=None,
             choices=choices,
             metavar=None if choices else field.upper(),
-            help=f"{first.metadata.get('help', '')} ({default})",
+            help=f"{owners[0][1]} ({default})",
         )
 
 

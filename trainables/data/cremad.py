@@ -114,14 +114,12 @@ class CremaDPrepareParams(PrepareParams):
     audio_seconds: float = knob(3.0, "log-STFT: clip length after tiling, seconds")
     n_fft: int = knob(512, "log-STFT: STFT size")
     hop: int = knob(353, "log-STFT: STFT hop")
-    test_fraction: float = knob(0.1, "without OGM-GE's lists: test share of each class")
+    test_fraction: float = knob(0.1, "without OGM-GE's lists: test share of each class", gt=0, lt=1)
     split_seed: int = knob(0, "without OGM-GE's lists: seed of that split")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_stft(self)
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError("test_fraction", f"got {self.test_fraction}; allowed: a fraction in (0, 1)")
 
 
 class CremaDRecipe(PrepareRecipe):

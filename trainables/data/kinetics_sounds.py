@@ -41,7 +41,7 @@ from trainables.data.io.frames import FrameFolder
 from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip
 from trainables.data.io.video import decode_audio
-from trainables.errors import ConfigError, DataError
+from trainables.errors import DataError
 from trainables.params import knob
 
 NUM_CLASSES = 31  # the reference lists give class indices only
@@ -68,15 +68,10 @@ class KineticsSoundsParams(RealDataParams):
 class KineticsSoundsPrepareParams(PrepareParams):
     """``mmbal prepare kinetics_sounds``: what decides the stored bytes besides the frames."""
 
-    frames: int = knob(10, "frames stored per clip, 1 per second")
-    fbank_rate: int = knob(16000, "fbank: rate the audio track is resampled to, Hz")
-    mel_bins: int = knob(128, "fbank: mel bins")
-    fbank_frames: int = knob(1024, "fbank: time frames after padding/cutting")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.fbank_rate < 1000 or self.mel_bins < 1 or self.fbank_frames < 1:
-            raise ConfigError("fbank_rate", "fbank params: fbank_rate >= 1000, mel_bins >= 1, fbank_frames >= 1")
+    frames: int = knob(10, "frames stored per clip, 1 per second", ge=1)
+    fbank_rate: int = knob(16000, "fbank: rate the audio track is resampled to, Hz", ge=1000)
+    mel_bins: int = knob(128, "fbank: mel bins", ge=1)
+    fbank_frames: int = knob(1024, "fbank: time frames after padding/cutting", ge=1)
 
 
 class KineticsSoundsRecipe(PrepareRecipe):

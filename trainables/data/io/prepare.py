@@ -36,7 +36,7 @@ from trainables.data.io.lists import SampleError
 from trainables.data.io.prepared import FORMAT, VERSION
 from trainables.data.io.video import decode_frames
 from trainables.errors import ConfigError, DataError
-from trainables.params import knob
+from trainables.params import check_bounds, knob
 from trainables.reporting import atomic_write_text
 
 
@@ -45,18 +45,13 @@ class PrepareParams:
     """Knobs of every recipe; a recipe's ``Params`` subclass adds its own. All of them are recorded in
     the manifest, and a rerun must match them. ``mmbal prepare`` offers each as ``--field-name``."""
 
-    frames: int = knob(3, "frames stored per clip, 1 per second")
-    size: int = knob(224, "side of the stored square frames")
-    fps: float = knob(1.0, "frames decoded per second of video")
+    frames: int = knob(3, "frames stored per clip, 1 per second", ge=1)
+    size: int = knob(224, "side of the stored square frames", ge=16)
+    fps: float = knob(1.0, "frames decoded per second of video", gt=0)
     on_error: Literal["raise", "skip"] = knob("raise", "a bad clip stops, or is skipped and recorded")
 
     def __post_init__(self) -> None:
-        if self.frames < 1:
-            raise ConfigError("frames", f"got {self.frames}; allowed: an integer >= 1")
-        if self.size < 16:
-            raise ConfigError("size", f"got {self.size}; allowed: an integer >= 16")
-        if self.fps <= 0:
-            raise ConfigError("fps", f"got {self.fps}; allowed: a number > 0")
+        check_bounds(self)  # also when built in code rather than from the command line
 
 
 @dataclass(frozen=True)
