@@ -13,10 +13,24 @@ import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from orchestrator.sweep_spec import TrackingSpec
+from trainables.params import knob
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """The sweep's ``tracking:`` keys (``tracking: wandb`` and ``tracking: none`` are short forms)."""
+
+    backend: Literal["wandb", "none"] = knob("wandb", "wandb or none")
+    project: str = knob("mmbal", "W&B project")
+    entity: str | None = knob(None, "W&B entity (team or user); default: the account's")
+    mode: Literal["auto", "offline", "online"] = knob(
+        "auto", "auto: WANDB_MODE if set, else online with an API key, else offline"
+    )
+    timeout_s: float = knob(15.0, "upper bound on W&B init/finish waits, so a sweep never hangs on the network")
 
 
 def resolve_mode(spec: TrackingSpec) -> str:
@@ -40,9 +54,13 @@ def _netrc_login() -> bool:
         return False
 
 
-def run_id(experiment: str, trial_id: str) -> str:
-    """Stable W&B run id of a trial, so a resumed trial continues its own run."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{trial_id}")[:120]
+def run_id(group: str, name: str) -> str:
+    """Stable W&B run id of a run in ``group`` (a trial id, or ``summary``), so a resumed run continues.
+
+    W&B ids allow letters, digits, ``_`` and ``-``; anything else becomes ``-``, and the id is cut at
+    120 characters.
+    """
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{name}")[:120]
 
 
 class Tracker:
@@ -71,7 +89,8 @@ class WandbTracker(Tracker):
     def _warn(self, what: str, exc: BaseException) -> None:
         if not self._warned:  # one line per sweep is enough; the trials go on either way
             print(
-                f"mmbal: warning: W&B {what} failed ({type(exc).__name__}: {exc}); the sweep goes on without it", file=sys.stderr
+                f"mmbal: warning: W&B {what} failed ({type(exc).__name__}: {exc}); the sweep goes on without it",
+                file=sys.stderr,
             )
             self._warned = True
 
@@ -101,7 +120,7 @@ class WandbTracker(Tracker):
             run.define_metric("epoch")
             run.define_metric("*", step_metric="epoch")
             self.runs[trial_id] = run
-        except Exception as exc:  # noqa: BLE001 - W&B must never fail a trial
+        except Exception as exc:  # W&B must never fail a trial
             self._warn("init", exc)
 
     def log(self, trial_id: str, row: dict[str, Any]) -> None:
@@ -110,9 +129,13 @@ class WandbTracker(Tracker):
             return
         try:
             run.log(
-                {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+                {
+                    k: v
+                    for k, v in row.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                }
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # W&B must never fail a trial
             self._warn("log", exc)
             self.runs.pop(trial_id, None)
 
@@ -122,7 +145,7 @@ class WandbTracker(Tracker):
             return
         try:
             run.finish(exit_code=0 if ok else 1)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # W&B must never fail a trial
             self._warn("finish", exc)
 
     def close(self) -> None:

@@ -24,7 +24,10 @@ from orchestrator.cli import main
             "params.modality: 'audio' is not a modality of this dataset; allowed: pix, fou",
         ),
         (["--set", "params.alpha=1"], "params.alpha: unknown key; allowed keys: (no keys)"),
-        (["--set", "model.fusion=attention"], "model.fusion: unknown fusion 'attention'; known: concat, film, gated, sum"),
+        (
+            ["--set", "model.fusion=attention"],
+            "model.fusion: unknown fusion 'attention'; known: concat, film, gated, sum",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
@@ -35,7 +38,9 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
 
 
 def test_console_script_prints_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "--method", "nope"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "train", "--method", "nope"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
@@ -68,6 +73,8 @@ def test_bench_prints_ratios_against_joint(capsys):
     )
     lines = capsys.readouterr().out.splitlines()
     rows = {
-        line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines if line.startswith("| ") and "---" not in line
+        line.split("|")[1].strip(): line.split("|")[3].strip()
+        for line in lines
+        if line.startswith("| ") and "---" not in line
     }
     assert rows["joint"] == "1.00" and float(rows["unimodal"]) > 0

@@ -30,7 +30,11 @@ def test_ogm_ge_profile_shapes_labels_and_seeded_val(ogm):
     root, clips = ogm
     b = build(root)
     assert b.class_names == CREMAD and b.info["profile"] == "ogm_ge"
-    assert {n: len(getattr(b, n)) for n in ("train", "val", "test")} == {"train": 18, "val": 6, "test": 6}  # 1 of 4 per class
+    assert {n: len(getattr(b, n)) for n in ("train", "val", "test")} == {
+        "train": 18,
+        "val": 6,
+        "test": 6,
+    }  # 1 of 4 per class
     item = b.train[0]
     assert item["inputs"]["audio"].shape == (1, 257, 188) and item["inputs"]["visual"].shape == (1, 3, 32, 32)
     assert b.modalities["audio"].shape == (1, 257, 188) and b.modalities["visual"].encoder == "resnet18"
@@ -63,7 +67,12 @@ def test_mla_and_pmr_profiles(tmp_path):
     assert {len(b.train), len(b.val), len(b.test)} == {12, 6}
     build_cremad_ogm(tmp_path / "pmr", train=2, layout="pmr")
     b = build(tmp_path / "pmr", profile="pmr", audio_frames=64)
-    assert b.train[0]["inputs"]["audio"].shape == (1, 257, 64) and b.train[0]["inputs"]["visual"].shape == (3, 3, 32, 32)
+    assert b.train[0]["inputs"]["audio"].shape == (1, 257, 64) and b.train[0]["inputs"]["visual"].shape == (
+        3,
+        3,
+        32,
+        32,
+    )
 
 
 def _break(root, clips):
@@ -179,6 +188,14 @@ def test_mmbal_train_end_to_end_on_the_ogm_ge_layout(ogm, tmp_path):
     )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["modalities"] == ["audio", "visual"] and summary["data_info"]["sizes"] == {"train": 18, "val": 6, "test": 6}
+    assert summary["modalities"] == ["audio", "visual"] and summary["data_info"]["sizes"] == {
+        "train": 18,
+        "val": 6,
+        "test": 6,
+    }
     assert summary["data_info"]["modalities"]["audio"] == [1, 33, 173]  # n_fft 64, 0.5 s at hop 64
-    assert np.isfinite(summary["test/acc"]) and "test/acc/audio" in summary and len(summary["data_info"]["val"]["ids"]) == 6
+    assert (
+        np.isfinite(summary["test/acc"])
+        and "test/acc/audio" in summary
+        and len(summary["data_info"]["val"]["ids"]) == 6
+    )

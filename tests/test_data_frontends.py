@@ -39,7 +39,9 @@ def test_ogm_spectrogram_clips_to_one_and_tiles_short_clips():
     w = torch.hann_window(512)
     assert spec[0, 0].item() == pytest.approx(np.log(w[256:].sum().item()), abs=1e-4)
     reflected = ogm_spectrogram(np.full(rate // 2, 2.0), rate, pad_mode="reflect")
-    assert reflected[0, 0].item() == pytest.approx(np.log(256.0), abs=1e-4) and torch.equal(reflected[:, 1:-1], spec[:, 1:-1])
+    assert reflected[0, 0].item() == pytest.approx(np.log(256.0), abs=1e-4) and torch.equal(
+        reflected[:, 1:-1], spec[:, 1:-1]
+    )
 
 
 def test_wav_reader_and_resampled_spectrogram_shape(tmp_path):

@@ -71,7 +71,9 @@ def test_ave_bad_category_names_the_row(tmp_path):
     build_ave(tmp_path)
     with open(tmp_path / "valSet.txt", "a") as fh:
         fh.write("Helicopter&vid99999&good&0&10\n")
-    with pytest.raises(DataError, match=r"valSet.txt, line 7: category 'Helicopter' is not among the 3 categories of testSet"):
+    with pytest.raises(
+        DataError, match=r"valSet.txt, line 7: category 'Helicopter' is not among the 3 categories of testSet"
+    ):
         build("ave", tmp_path)
     assert build("ave", tmp_path, on_error="skip").info["skipped"] == {"val": {"label": 1}}
 
@@ -108,7 +110,10 @@ def test_modelnet40_front_and_rear_views(tmp_path):
     grey = lambda t: (t[0].mean() * 0.229 + 0.485) * 255  # undo the red normalisation
     assert abs(grey(x["front"]) - 10) < 2 and abs(grey(x["rear"]) - 70) < 2  # v001 and v007 renders
     assert sorted({s.label for s in b.test.samples}) == [0, 1, 39]
-    assert view_path("a/b.obj.shaded_v001.png", "v007") == "a/b.obj.shaded_v007.png" and view_path("v001/x.png", "v007") is None
+    assert (
+        view_path("a/b.obj.shaded_v001.png", "v007") == "a/b.obj.shaded_v007.png"
+        and view_path("v001/x.png", "v007") is None
+    )
     assert CLASSES.index("night_stand") == 23
 
 

@@ -33,7 +33,14 @@ def test_cli_train_twice_gives_identical_summary(tmp_path, capsys):
     a, b = (tmp_path / "a" / "summary.json").read_text(), (tmp_path / "b" / "summary.json").read_text()
     assert a == b
     s = json.loads(a)
-    assert {"test/acc", "test/acc/pix", "test/acc/fou", "test/missing/pix/acc", "test/missing/fou/acc", "val/acc"} <= set(s)
+    assert {
+        "test/acc",
+        "test/acc/pix",
+        "test/acc/fou",
+        "test/missing/pix/acc",
+        "test/missing/fou/acc",
+        "val/acc",
+    } <= set(s)
     assert len(read_jsonl(tmp_path / "a" / "metrics.jsonl")) == 2
 
 
@@ -57,7 +64,9 @@ def test_best_epoch_is_chosen_on_validation_and_test_comes_from_it(tmp_path):
 
 
 def test_min_mode_selection(tmp_path):
-    summary = run_trial(tiny_config(epochs=3, eval={"select_metric": "val/loss", "select_mode": "min"}), JsonlReporter(tmp_path))
+    summary = run_trial(
+        tiny_config(epochs=3, eval={"select_metric": "val/loss", "select_mode": "min"}), JsonlReporter(tmp_path)
+    )
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert summary["val/loss"] == min(r["val/loss"] for r in rows)
 

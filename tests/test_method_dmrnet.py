@@ -97,7 +97,7 @@ def test_weak_modality_is_the_larger_variance_and_hard_loss_starts_after_the_cho
     opt = {"main": torch.optim.SGD(model.parameters(), lr=0.0)}
     torch.manual_seed(0)
     assert "dmrnet/hard" not in method.training_step(model, _batch(), opt, StepState(0, 0, 1, 0))
-    ctx = lambda e: EpochContext(e, None, torch.device("cpu"), lambda b: b)  # noqa: E731
+    ctx = lambda e: EpochContext(e, None, torch.device("cpu"), lambda b: b)
     diag = method.on_epoch_end(model, ctx(0))
     assert method.var_count.sum() > 0 and method.weak == -1  # accumulated; no choice before the last epoch
     assert set(diag) == {"dmrnet/variance/a", "dmrnet/variance/b"}
@@ -122,4 +122,7 @@ def test_resume_after_the_weak_choice_gives_the_same_result(tmp_path):
     straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=2)
     assert resumed == straight
     rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    assert '"train/dmrnet/hard"' in rows[2] and sum(f'"train/dmrnet/weak/{m}": 1.0' in rows[2] for m in ("pix", "fou")) == 1
+    assert (
+        '"train/dmrnet/hard"' in rows[2]
+        and sum(f'"train/dmrnet/weak/{m}": 1.0' in rows[2] for m in ("pix", "fou")) == 1
+    )

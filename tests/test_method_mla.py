@@ -70,7 +70,9 @@ def test_uncertainty_weights_per_sample_and_per_batch() -> None:
 def _setup(projection: str):
     torch.manual_seed(0)
     spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
-    method = MLA(build_params(MLAParams, {"projection": projection}), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
+    method = MLA(
+        build_params(MLAParams, {"projection": projection}), MethodContext(["a", "b"], 3, 2, torch.device("cpu"))
+    )
     model = method.build_model(spec)
     x = {"a": torch.randn(16, 6), "b": torch.randn(16, 4)}
     return method, model, {"inputs": x, "label": torch.randint(0, 3, (16,)), "index": torch.arange(16)}
@@ -81,7 +83,10 @@ def _spy(opt: torch.optim.Optimizer, model) -> list[dict]:
     seen: list[dict] = []
 
     def hook(o, args, kwargs):
-        enc = {m: any(p.grad is not None and p.grad.abs().sum() > 0 for p in e.parameters()) for m, e in model.encoders.items()}
+        enc = {
+            m: any(p.grad is not None and p.grad.abs().sum() > 0 for p in e.parameters())
+            for m, e in model.encoders.items()
+        }
         seen.append({"enc": enc, "head": model.head.weight.grad.clone()})
 
     opt.register_step_pre_hook(hook)
@@ -121,7 +126,9 @@ def test_predict_fuses_only_present_modalities() -> None:
 def test_unequal_feature_sizes_and_bad_fixed_weights_are_config_errors() -> None:
     ctx = MethodContext(["a", "b"], 3, 2, torch.device("cpu"))
     with pytest.raises(ConfigError, match="model.encoders"):
-        MLA(MLAParams(), ctx).build_model(ModelSpec({"a": (6,), "b": (1, 8, 8)}, {"a": "mlp", "b": "resnet18"}, 8, "concat", 3))
+        MLA(MLAParams(), ctx).build_model(
+            ModelSpec({"a": (6,), "b": (1, 8, 8)}, {"a": "mlp", "b": "resnet18"}, 8, "concat", 3)
+        )
     with pytest.raises(ConfigError, match="fixed_weights"):
         MLA(MLAParams(fusion="fixed", fixed_weights=[1.0, 2.0, 3.0]), ctx)
 

@@ -41,7 +41,15 @@ def test_true_class_score_and_ratio():
 
 
 def test_modality_subsets_every_nonempty_subset():
-    assert modality_subsets(["a", "b", "c"]) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    assert modality_subsets(["a", "b", "c"]) == [
+        ("a",),
+        ("b",),
+        ("c",),
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+        ("a", "b", "c"),
+    ]
 
 
 def test_accumulator_matches_direct_computation_and_reduces_as_sum():

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from orchestrator.execution import run_sweep
 from orchestrator.results import iter_trials
-from orchestrator.sweep_spec import parse_sweep
+from orchestrator.run.driver import run_sweep
+from orchestrator.sweep import parse_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,8 @@ def two_nodes():
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2**20}
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2**20},
     )
     cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
     cluster.wait_for_nodes()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.ray_reporter import STATE_FILE, RayReporter, retarget_optim
-from orchestrator.results_writer import SUMMARY_KEY
+from orchestrator.results import SUMMARY_KEY
+from orchestrator.run.reporter import STATE_FILE, RayReporter, retarget_optim
 
 
 class FakeCheckpoint:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.execution import run_sweep
 from orchestrator.results import iter_trials
-from orchestrator.sweep_spec import parse_sweep
+from orchestrator.run.driver import run_sweep
+from orchestrator.sweep import parse_sweep
 from trainables.config import resolve
 from trainables.loop import build_trial, run_trial
 from trainables.reporting import JsonlReporter
@@ -49,7 +49,9 @@ def raw(tmp_path: Path, name: str, **extra) -> dict:
 
 
 def test_packed_trials_match_a_local_run(tmp_path):
-    sweep = parse_sweep(raw(tmp_path, "packed", seeds=[0, 1], methods={"joint": {}, "unimodal": {"params": {"modality": "pix"}}}))
+    sweep = parse_sweep(
+        raw(tmp_path, "packed", seeds=[0, 1], methods={"joint": {}, "unimodal": {"params": {"modality": "pix"}}})
+    )
     out = run_sweep(sweep)
     assert sorted(out["status"].values()) == ["completed"] * 4
     trials = list(iter_trials(sweep.results_dir))
@@ -146,7 +148,9 @@ def test_ddp_trial_reports_all_reduced_metrics(tmp_path):
     # and it is not what either rank saw alone (so the check above can tell them apart)
     halves = [
         tr.eval_split(
-            torch.utils.data.DataLoader(torch.utils.data.Subset(tr.data.val, list(range(r, len(tr.data.val), 2))), batch_size=64),
+            torch.utils.data.DataLoader(
+                torch.utils.data.Subset(tr.data.val, list(range(r, len(tr.data.val), 2))), batch_size=64
+            ),
             "val",
         )
         for r in (0, 1)
@@ -162,7 +166,12 @@ def test_model_based_searcher_searches_one_method_space(tmp_path, searcher):
         raw(
             tmp_path,
             searcher,
-            methods={"joint": {"optim": {"lr": {"loguniform": [1e-3, 0.3]}}, "model": {"fusion": {"choice": ["concat", "sum"]}}}},
+            methods={
+                "joint": {
+                    "optim": {"lr": {"loguniform": [1e-3, 0.3]}},
+                    "model": {"fusion": {"choice": ["concat", "sum"]}},
+                }
+            },
             search={"searcher": searcher, "samples": 3},
             execution={"mode": "packed", "max_concurrent": 2, "max_failures": 0},
         )

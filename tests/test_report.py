@@ -134,7 +134,10 @@ def test_one_table_per_dataset_and_no_gain_without_joint(tmp_path: Path) -> None
     fake_trial(folder, "b", "mla", 0.1, 0, 0.7, 0.8, dataset="mfeat")
     fake_trial(folder, "c", "mla", 0.1, 0, 0.5, 0.4, dataset="synthetic")
     md = leaderboard_markdown(folder)
-    assert "## mfeat (weak modality: b," in md and "## synthetic (no joint baseline in these results: no gain column)" in md
+    assert (
+        "## mfeat (weak modality: b," in md
+        and "## synthetic (no joint baseline in these results: no gain column)" in md
+    )
     assert md.count("Δ acc") == 1
     files = write_report(folder, tmp_path / "r")
     with open(files["csv"]) as fh:
@@ -157,7 +160,11 @@ def test_partial_sweep_reports_what_finished_and_lists_the_rest(sweep: Path, tmp
     assert "- unimodal_c0_s1: unimodal, seed 1, 3 of 3 epochs logged" in md
     row = read_csv(files["csv"])["unimodal"]
     s = summaries(folder)["unimodal_c0_s0"]
-    assert row["n_seeds"] == "1" and row["test/acc/std"] == "" and float(row["test/acc/mean"]) == pytest.approx(s["test/acc"])
+    assert (
+        row["n_seeds"] == "1"
+        and row["test/acc/std"] == ""
+        and float(row["test/acc/mean"]) == pytest.approx(s["test/acc"])
+    )
     assert "unimodal_c0_s1" in files["html"].read_text()
 
 

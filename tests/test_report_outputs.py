@@ -17,9 +17,10 @@ from matplotlib.container import BarContainer
 from test_report_sweep import make_sweep
 
 from orchestrator.cli import main
-from orchestrator.leaderboard import build_leaderboard
-from orchestrator.plots import board_figures
-from orchestrator.report import csv_rows, write_report
+from orchestrator.report import write_report
+from orchestrator.report.leaderboard import build_leaderboard
+from orchestrator.report.plots import board_figures
+from orchestrator.report.text import csv_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
@@ -53,7 +54,9 @@ def test_plotted_series_are_the_seed_means_of_the_chosen_configs(sweep: Path) ->
     figs = board_figures(board)
     assert sorted(figs) == ["mfeat-imbalance", "mfeat-missing", "mfeat-val_acc"]
     axes = figs["mfeat-val_acc"].axes
-    assert [a.get_title() for a in axes] == ["fused"] + [f"{m} (weak)" if m == board.weak else m for m in ("pix", "fou")]
+    assert [a.get_title() for a in axes] == ["fused"] + [
+        f"{m} (weak)" if m == board.weak else m for m in ("pix", "fou")
+    ]
     # unimodal (pix) has no curve where it has no metric: the fou panel and the imbalance ratio
     for ax, want in zip(axes, (["joint", "unimodal"], ["joint", "unimodal"], ["joint"]), strict=True):
         assert sorted(line.get_label() for line in ax.get_lines()) == want
@@ -75,7 +78,8 @@ def test_plotted_series_are_the_seed_means_of_the_chosen_configs(sweep: Path) ->
     assert [c.get_label() for c in containers] == ["joint", "unimodal"]
     assert [t.get_text() for t in bars.get_xticklabels()] == ["all", "only pix", "only fou"]
     want = [
-        100 * np.mean([t.summary[k] for t in joint.trials]) for k in ("test/acc", "test/missing/pix/acc", "test/missing/fou/acc")
+        100 * np.mean([t.summary[k] for t in joint.trials])
+        for k in ("test/acc", "test/missing/pix/acc", "test/missing/fou/acc")
     ]
     np.testing.assert_allclose([p.get_height() for p in containers[0]], want)
 
@@ -137,7 +141,7 @@ def wait_for_exit_record(path: Path, timeout_s: float = 30.0) -> list:
     while True:
         try:
             recs = read_wandb_records(path)
-        except Exception:  # noqa: BLE001 - a record caught half-written: read again
+        except Exception:  # a record caught half-written: read again
             recs = []
         if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
             return recs
@@ -146,7 +150,12 @@ def wait_for_exit_record(path: Path, timeout_s: float = 30.0) -> list:
 
 @pytest.fixture
 def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var, sub in (("WANDB_DIR", "wb"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "cfg"), ("WANDB_DATA_DIR", "data")):
+    for var, sub in (
+        ("WANDB_DIR", "wb"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "cfg"),
+        ("WANDB_DATA_DIR", "data"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -162,9 +171,16 @@ def test_wandb_summary_run_offline(sweep: Path, wandb_env: Path, tmp_path: Path,
     assert folder.name.startswith("offline-run-") and folder.parent.parent == sweep  # W&B writes beside the trial runs
     recs = wait_for_exit_record(next(folder.glob("run-*.wandb")))
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
-    assert (run.run_group, run.job_type, run.display_name, run.project) == ("tiny", "summary", "tiny-summary", "mmbal-test")
+    assert (run.run_group, run.job_type, run.display_name, run.project) == (
+        "tiny",
+        "summary",
+        "tiny-summary",
+        "mmbal-test",
+    )
     assert run.run_id == "tiny-summary"  # stable: a later report resumes the same summary run
-    logged = {tuple(i.nested_key): json.loads(i.value_json) for r in recs if r.HasField("history") for i in r.history.item}
+    logged = {
+        tuple(i.nested_key): json.loads(i.value_json) for r in recs if r.HasField("history") for i in r.history.item
+    }
     assert logged[("leaderboard", "_type")] == "table-file"
     table = json.loads((folder / "files" / logged[("leaderboard", "path")]).read_text())
     header, rows = csv_rows(build_leaderboard(sweep))
@@ -177,8 +193,10 @@ def test_wandb_summary_run_offline(sweep: Path, wandb_env: Path, tmp_path: Path,
         assert (folder / "files" / logged[(f"plots/{stem}", "path")]).read_bytes()[:8] == PNG_SIGNATURE
 
 
-def test_wandb_disabled_makes_no_run(sweep: Path, report: dict[str, Path], wandb_env: Path, monkeypatch, capsys) -> None:
-    from orchestrator.summary_run import log_summary_run
+def test_wandb_disabled_makes_no_run(
+    sweep: Path, report: dict[str, Path], wandb_env: Path, monkeypatch, capsys
+) -> None:
+    from orchestrator.report.summary_run import log_summary_run
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert log_summary_run(sweep, "p", "g", files=report) is None
@@ -188,7 +206,7 @@ def test_wandb_disabled_makes_no_run(sweep: Path, report: dict[str, Path], wandb
 def test_wandb_failure_is_a_warning(sweep: Path, report: dict[str, Path], wandb_env: Path, monkeypatch, capsys) -> None:
     import wandb
 
-    from orchestrator.summary_run import log_summary_run
+    from orchestrator.report.summary_run import log_summary_run
 
     def broken(*args, **kwargs):
         raise RuntimeError("no wandb today")

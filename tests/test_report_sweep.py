@@ -69,4 +69,6 @@ def test_fixture_follows_the_results_contract(tmp_path: Path) -> None:
         ids[(t.method, t.config["optim"]["lr"])].add(t.config_id)
     assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == 3
     s = summaries(folder)["joint_c0_s0"]
-    assert s["modalities"] == ["pix", "fou"] and {"val/acc", "test/acc", "test/acc/pix", "test/missing/fou/acc"} <= set(s)
+    assert s["modalities"] == ["pix", "fou"] and {"val/acc", "test/acc", "test/acc/pix", "test/missing/fou/acc"} <= set(
+        s
+    )

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from orchestrator import local_runner
-from orchestrator.execution import run_sweep
-from orchestrator.results import iter_trials, read_jsonl
-from orchestrator.results_writer import ResultsWriter
-from orchestrator.sweep_spec import parse_sweep
+from orchestrator.results import ResultsWriter, iter_trials, read_jsonl
+from orchestrator.run import local as local_runner
+from orchestrator.run.driver import run_sweep
+from orchestrator.sweep import parse_sweep
 from trainables.errors import ConfigError
 
 
@@ -81,7 +80,12 @@ def test_local_sweep_writes_the_results_contract_and_resumes(tmp_path, monkeypat
     assert list(out["status"].values()) == ["completed"] * 4
     assert calls == ["joint0", "joint1", "unimodal0", "unimodal1", "joint1"]  # only the failed one ran again
     trials = list(iter_trials(sweep.results_dir))
-    assert [t.trial_id for t in trials] == ["00000_joint_s0", "00001_joint_s1", "00002_unimodal_s0", "00003_unimodal_s1"]
+    assert [t.trial_id for t in trials] == [
+        "00000_joint_s0",
+        "00001_joint_s1",
+        "00002_unimodal_s0",
+        "00003_unimodal_s1",
+    ]
     for t in trials:
         assert t.completed and [r["epoch"] for r in t.history] == [1, 2]
         assert t.summary["test/acc"] == t.history[-1]["test/acc"]

@@ -12,15 +12,22 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator import search_space as ss
-from orchestrator.sweep_spec import SweepErrors, load_sweep, parse_sweep
+from orchestrator.sweep import SweepErrors, load_sweep, parse_sweep
+from orchestrator.sweep import space as ss
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train_per_class": 5, "val_per_class": 4, "test_per_class": 4}
 
 
 def base(**extra) -> dict:
-    raw = {"experiment": "t", "dataset": "mfeat", "epochs": 2, "data": dict(TINY), "tracking": "none", "methods": {"joint": {}}}
+    raw = {
+        "experiment": "t",
+        "dataset": "mfeat",
+        "epochs": 2,
+        "data": dict(TINY),
+        "tracking": "none",
+        "methods": {"joint": {}},
+    }
     raw.update(extra)
     return raw
 
@@ -33,7 +40,8 @@ def errors_of(raw: dict) -> list[str]:
 
 def test_grid_crosses_seeds_and_grid_points_in_order():
     raw = base(
-        seeds=[0, 1, 2], methods={"joint": {"optim": {"lr": {"grid": [0.1, 0.01]}}}, "unimodal": {"params": {"modality": "pix"}}}
+        seeds=[0, 1, 2],
+        methods={"joint": {"optim": {"lr": {"grid": [0.1, 0.01]}}}, "unimodal": {"params": {"modality": "pix"}}},
     )
     sweep = parse_sweep(raw)
     got = [(t.label, t.config["optim"]["lr"], t.config["seed"]) for t in sweep.trials]
@@ -58,7 +66,9 @@ def test_random_draws_are_shared_by_all_seeds_and_reproducible():
     raw = base(
         seeds=[0, 1],
         search={"searcher": "random", "samples": 3},
-        methods={"joint": {"optim": {"lr": {"loguniform": [1e-3, 1e-1]}}, "model": {"fusion": {"grid": ["concat", "sum"]}}}},
+        methods={
+            "joint": {"optim": {"lr": {"loguniform": [1e-3, 1e-1]}}, "model": {"fusion": {"grid": ["concat", "sum"]}}}
+        },
     )
     a, b = parse_sweep(raw), parse_sweep(raw)
     assert len(a.trials) == 3 * 2 * 2
@@ -146,9 +156,13 @@ def test_each_kind_of_mistake_is_one_clear_line(extra, needle):
 
 
 def test_pbt_mutations_are_checked_against_the_trial_config():
-    lines = errors_of(base(search={"scheduler": "pbt", "pbt": {"mutations": {"optim.lrr": {"loguniform": [1e-3, 1e-1]}}}}))
+    lines = errors_of(
+        base(search={"scheduler": "pbt", "pbt": {"mutations": {"optim.lrr": {"loguniform": [1e-3, 1e-1]}}}})
+    )
     assert any("search.pbt.mutations.optim.lrr" in line and "unknown key" in line for line in lines), lines
-    ok = parse_sweep(base(search={"scheduler": "pbt", "pbt": {"mutations": {"optim.lr": {"loguniform": [1e-3, 1e-1]}}}}))
+    ok = parse_sweep(
+        base(search={"scheduler": "pbt", "pbt": {"mutations": {"optim.lr": {"loguniform": [1e-3, 1e-1]}}}})
+    )
     assert ok.keys.search.pbt.mutations == {"optim.lr": {"loguniform": [1e-3, 1e-1]}}
 
 
@@ -157,7 +171,10 @@ def test_set_overrides_apply_to_sweep_and_trial_keys(tmp_path):
     path.write_text(yaml.safe_dump(base()))
     sweep = load_sweep(path, ["epochs=3", "execution.mode=local", "methods.joint.optim.lr=0.5", "seeds=[4, 5]"])
     assert sweep.keys.execution.mode == "local"
-    assert [(t.config["epochs"], t.config["optim"]["lr"], t.config["seed"]) for t in sweep.trials] == [(3, 0.5, 4), (3, 0.5, 5)]
+    assert [(t.config["epochs"], t.config["optim"]["lr"], t.config["seed"]) for t in sweep.trials] == [
+        (3, 0.5, 4),
+        (3, 0.5, 5),
+    ]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -172,7 +189,10 @@ def test_cli_rejects_a_bad_sweep_before_ray_starts(tmp_path):
     bad.write_text(yaml.safe_dump(base(methods={"joint": {"params": {"alpha": 1}}}, execution={"mode": "packed"})))
     out = _cli("sweep", str(bad), cwd=tmp_path)
     assert out.returncode == 2
-    assert out.stderr.strip() == f"mmbal sweep: error: {bad}: methods.joint.params.alpha: unknown key; allowed keys: (no keys)"
+    assert (
+        out.stderr.strip()
+        == f"mmbal sweep: error: {bad}: methods.joint.params.alpha: unknown key; allowed keys: (no keys)"
+    )
     assert "Traceback" not in out.stderr and "Ray" not in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()  # nothing half-written
     good = tmp_path / "good.yaml"

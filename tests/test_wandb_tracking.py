@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.commands import sync
-from orchestrator.execution import run_sweep
-from orchestrator.sweep_spec import TrackingSpec, parse_sweep
-from orchestrator.tracking import make_tracker, offline_runs, resolve_mode
+from orchestrator.run.driver import run_sweep
+from orchestrator.sweep import parse_sweep
+from orchestrator.tracking import TrackingSpec, make_tracker, offline_runs, resolve_mode
 
 FAKE_KEY = "f" * 36 + "0123"  # what a 40-character API key looks like; must never reach a file
 
@@ -52,7 +52,7 @@ def wait_for_exit_record(folder: Path, timeout_s: float = 30.0) -> list:
         files = list(folder.glob("*.wandb"))
         try:
             recs = read_wandb_records(files[0]) if len(files) == 1 else []
-        except Exception:  # noqa: BLE001 - a record still being written
+        except Exception:  # a record still being written
             recs = []
         if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.time() > deadline:
             return recs
@@ -99,7 +99,9 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
         recs = wait_for_exit_record(folder)
         (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
         metrics = {
-            (r.metric.name, r.metric.glob_name, r.metric.step_metric) for r in recs if r.WhichOneof("record_type") == "metric"
+            (r.metric.name, r.metric.glob_name, r.metric.step_metric)
+            for r in recs
+            if r.WhichOneof("record_type") == "metric"
         }
         assert ("", "*", "epoch") in metrics  # every curve is drawn against epoch
         rows = history(recs)

@@ -81,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         cpu, wall = statistics.median(times[m]["cpu"]), statistics.median(times[m]["wall"])
         print(f"| {m} | {cpu:.3f} | {cpu / ref['cpu']:.2f} | {wall:.3f} | {wall / ref['wall']:.2f} |")
     total = time.perf_counter() - tic
-    print(f"(dataset {args.dataset}, {args.epochs} epochs x {args.repeats} rounds, {args.threads} thread(s), {total:.0f} s)")
+    rounds = f"{args.epochs} epochs x {args.repeats} rounds"
+    print(f"(dataset {args.dataset}, {rounds}, {args.threads} thread(s), {total:.0f} s)")
     return 0

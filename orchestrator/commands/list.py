@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trainables.data import DATASETS
 from trainables.methods import METHODS
 from trainables.params import describe
+from trainables.registry import Registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def format_registry(registry, prefix: str) -> str:
+def format_registry(registry: Registry, prefix: str) -> str:
+    """One line per name (its docstring's first line, else its module's), then its params."""
     lines = []
     for name in registry.names():
         cls = registry.get(name)
-        doc = (cls.__doc__ or cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip()
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
         lines.append(f"{name}: {doc.splitlines()[0] if doc else ''}")
         for field, tp, default, meaning in describe(cls.Params):
             lines.append(f"    {prefix}{field} ({tp}, default {default!r}): {meaning}")

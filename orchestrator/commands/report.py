@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.report import leaderboard_markdown, write_report
+from orchestrator.report.summary_run import log_summary_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +27,6 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in files.items():
         print(f"wrote {kind}: {path}")
     if args.wandb:
-        from orchestrator.summary_run import log_summary_run
-
         group = args.wandb_group or Path(args.experiment_dir).resolve().name
         folder = log_summary_run(
             args.experiment_dir,

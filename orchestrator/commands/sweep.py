@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli import add_overrides
-from orchestrator.execution import run_sweep
-from orchestrator.sweep_spec import load_sweep
+from orchestrator.run.driver import run_sweep
+from orchestrator.sweep import load_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     folder = experiment_dir(args.experiment, args.results)
     runs = offline_runs(folder)
     if not runs:
-        raise ConfigError("EXPERIMENT", f"no W&B runs under {folder / 'wandb'} (was tracking: none, or another --results?)")
+        raise ConfigError(
+            "EXPERIMENT", f"no W&B runs under {folder / 'wandb'} (was tracking: none, or another --results?)"
+        )
     if args.dry_run:
         print("\n".join(str(r) for r in runs))
         return 0

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from orchestrator.cli import add_overrides
+from orchestrator.results import write_json, write_summary
 from trainables.config import apply_overrides, resolve
 from trainables.errors import ConfigError
 from trainables.loop import run_trial
-from trainables.reporting import JsonlReporter, atomic_write_text, dumps
+from trainables.reporting import JsonlReporter, dumps
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +39,9 @@ def build_config(args: argparse.Namespace) -> dict:
     return apply_overrides(raw, args.overrides)
 
 
-def check_out_dir(out: Path, config: dict) -> None:
+def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
     """Refuse to resume a folder that holds a run of a different config."""
-    ckpts = sorted((out / "checkpoints").glob("epoch_*.pt"))
+    out, ckpts = reporter.out, reporter.checkpoints()
     if not ckpts:
         return
     saved = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["config"]
@@ -58,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     t = cfg.train
     out = Path(args.out or f"runs/{t.method}-{t.dataset}-s{t.seed}")
     summary_path = out / "summary.json"
-    check_out_dir(out, cfg.to_dict())
-    if summary_path.exists():
-        summary_path.unlink()  # a summary only ever describes a finished run; rewritten at the end
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    summary = run_trial(cfg, JsonlReporter(out, keep=t.checkpoint.keep), progress=True)
-    atomic_write_text(summary_path, json.dumps(json.loads(dumps(summary)), indent=2, sort_keys=True))
+    reporter = JsonlReporter(out, keep=t.checkpoint.keep)
+    check_out_dir(reporter, cfg.to_dict())
+    summary_path.unlink(missing_ok=True)  # a summary only ever describes a finished run; rewritten at the end
+    write_json(out / "config.json", cfg.to_dict())
+    summary = run_trial(cfg, reporter, progress=True)
+    write_summary(out, summary)
     mods = summary["modalities"]
     per = "  ".join(f"{m} {summary.get(f'test/acc/{m}', float('nan')):.4f}" for m in mods)
     print(

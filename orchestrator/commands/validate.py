@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 
 from orchestrator.cli import add_overrides
-from orchestrator.sweep_spec import SweepErrors, load_sweep
+from orchestrator.sweep import SweepErrors, load_sweep
 from trainables.errors import ConfigError
 
 
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         per = Counter(p.label for p in sweep.trials)
         what = (
-            ", ".join(f"{k} {v}" for k, v in per.items()) or f"{sweep.keys.search.samples} {sweep.keys.search.searcher} samples"
+            ", ".join(f"{k} {v}" for k, v in per.items())
+            or f"{sweep.keys.search.samples} {sweep.keys.search.searcher} samples"
         )
         print(
             f"{path}: ok: {len(sweep.trials) or sweep.keys.search.samples} trials ({what}); "

@@ -1,4 +1,5 @@
-"""Fabricate tiny datasets in the exact on-disk layouts of the reference repos (at test time, nothing binary is committed).
+"""Fabricate tiny datasets in the exact on-disk layouts of the reference repos (at test time; nothing
+binary is committed).
 
 Each builder writes a few clips per class with tiny images and short signals and returns the
 list of ``(clip, class_name)`` it wrote per split, so tests can check label maps and split sizes.
@@ -33,7 +34,9 @@ def write_image(path: Path, value: int, size: int = 20, mode: str = "RGB") -> No
     Image.fromarray(np.full(shape, value % 256, np.uint8), mode).save(path, quality=95)
 
 
-def write_frames(folder: Path, n: int, name: str = "{i:06d}.jpg", start: int = 1, size: int = 20, mode: str = "RGB") -> None:
+def write_frames(
+    folder: Path, n: int, name: str = "{i:06d}.jpg", start: int = 1, size: int = 20, mode: str = "RGB"
+) -> None:
     for i in range(n):
         write_image(folder / name.format(i=i + start), 20 * i + 10, size, mode)
 
@@ -56,7 +59,13 @@ def cremad_clips(per_class: dict[str, int]) -> dict[str, list[tuple[str, str]]]:
 
 
 def build_cremad_ogm(
-    root: Path, train: int = 4, test: int = 1, frames: int = 3, bom: bool = True, seconds: float = 0.5, layout: str = "ogm_ge"
+    root: Path,
+    train: int = 4,
+    test: int = 1,
+    frames: int = 3,
+    bom: bool = True,
+    seconds: float = 0.5,
+    layout: str = "ogm_ge",
 ) -> dict[str, list[tuple[str, str]]]:
     """OGM-GE (``ogm_ge``) or PMR (``pmr``) layout: csv lists, WAVs or spectrogram pickles, 1-fps frame folders."""
     clips = cremad_clips({"train": train, "test": test})
@@ -76,7 +85,8 @@ def build_cremad_ogm(
 
 
 def build_cremad_mla(root: Path, train: int = 3, test: int = 1, frames: int = 4) -> dict[str, list[tuple[str, str]]]:
-    """MLA layout: ``my_{split}_cre.txt`` rows ``<clip>.flv <label index>``, fbank ``.npy`` [T, 128], frames per split."""
+    """MLA layout: ``my_{split}_cre.txt`` rows ``<clip>.flv <label index>``, fbank ``.npy`` [T, 128],
+    frames per split."""
     clips = cremad_clips({"train": train, "test": test})
     for split, rows in clips.items():
         root.mkdir(parents=True, exist_ok=True)
@@ -100,7 +110,9 @@ def build_kinetics_sounds(
     k = 0
     for split, n in (("train", train), ("test", test)):
         adir, vdir = (
-            ("audio/" + split, "visual/" + split) if profile == "ogm_ge" else (f"{split}_spec", f"{split}-frames-1fps/{split}")
+            ("audio/" + split, "visual/" + split)
+            if profile == "ogm_ge"
+            else (f"{split}_spec", f"{split}-frames-1fps/{split}")
         )
         out[split] = []
         for lab in labels:
@@ -122,7 +134,8 @@ def build_kinetics_sounds(
 def build_ave(
     root: Path, classes: tuple[str, ...] = ("Church bell", "Dog", "Frying (food)"), per: int = 2
 ) -> dict[str, list[str]]:
-    """AVE (DI-MML): ``{split}Set.txt`` rows ``Category&vid&good&0&10`` (one duplicate row in train), pickles, frames."""
+    """AVE (DI-MML): ``{split}Set.txt`` rows ``Category&vid&good&0&10`` (one duplicate row in train),
+    pickles, frames."""
     root.mkdir(parents=True, exist_ok=True)
     out: dict[str, list[str]] = {}
     k = 0
@@ -144,7 +157,11 @@ def build_ave(
 
 
 def build_ucf101(
-    root: Path, classes: tuple[str, ...] = ("ApplyEyeMakeup", "Archery", "YoYo"), train: int = 3, test: int = 1, frames: int = 12
+    root: Path,
+    classes: tuple[str, ...] = ("ApplyEyeMakeup", "Archery", "YoYo"),
+    train: int = 3,
+    test: int = 1,
+    frames: int = 12,
 ) -> None:
     """UCF-101 (DI-MML): classInd/trainlist01/testlist01, jpegs_256/<video>/frame%06d.jpg, tvl1_flow/{u,v}/<video>/."""
     root.mkdir(parents=True, exist_ok=True)
@@ -164,8 +181,9 @@ def build_ucf101(
 
 
 def build_modelnet40(root: Path, labels: tuple[int, ...] = (0, 1, 39), train: int = 3, test: int = 1) -> None:
-    """ModelNet40 (DI-MML): ``{split}.txt`` rows ``../modelnet40_images_new_12x/<class>/<split>/<name>.obj.shaded_v001.png``
-    TAB ``<label>``, 12 views per object under ``root`` (= the modelnet40_images_new_12x folder)."""
+    """ModelNet40 (DI-MML): ``{split}.txt`` rows
+    ``../modelnet40_images_new_12x/<class>/<split>/<name>.obj.shaded_v001.png`` TAB ``<label>``, 12 views
+    per object under ``root`` (= the modelnet40_images_new_12x folder)."""
     from trainables.data.modelnet40 import CLASSES
 
     for split, n in (("train", train), ("test", test)):
@@ -209,7 +227,13 @@ def build_cremad_raw(root: Path, per_class: int = 3, seconds: float = 2.5) -> li
 
 
 def write_mp4(
-    path: Path, seconds: float = 3.0, fps: int = 2, size: int = 32, rate: int = 16000, freq: float = 440.0, audio: bool = True
+    path: Path,
+    seconds: float = 3.0,
+    fps: int = 2,
+    size: int = 32,
+    rate: int = 16000,
+    freq: float = 440.0,
+    audio: bool = True,
 ) -> None:
     """A tiny MP4 (MPEG-4 video + AAC mono audio): grey level 40 + 60 * second, a sine at ``freq``."""
     import av
@@ -238,7 +262,9 @@ def write_mp4(
                 out.mux(packet)
 
 
-def build_kinetics_raw(root: Path, labels: tuple[int, ...] = (4, 27, 30), train: int = 3, test: int = 1) -> dict[str, list[str]]:
+def build_kinetics_raw(
+    root: Path, labels: tuple[int, ...] = (4, 27, 30), train: int = 3, test: int = 1
+) -> dict[str, list[str]]:
     """Raw Kinetics-Sounds: ``<split>/<label>/<clip>.mp4`` and OGM-GE's ``my_{split}.txt`` rows ``clip,10,label``."""
     out: dict[str, list[str]] = {}
     k = 0

@@ -83,7 +83,8 @@ def main() -> None:
     fast = throughput(root / "prepared", "prepared", args.workers, args.batch, args.epochs)
     print(f"official path (JPEG + STFT per sample): {official:.1f} samples/s")
     print(f"prepared loader (memmap uint8/float16): {fast:.1f} samples/s")
-    print(f"ratio prepared / official: {fast / official:.2f}x  (workers={args.workers}, batch={args.batch}, image 224, 1 frame)")
+    setup = f"workers={args.workers}, batch={args.batch}, image 224, 1 frame"
+    print(f"ratio prepared / official: {fast / official:.2f}x  ({setup})")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import base64
 from html import escape
 from pathlib import Path
 
-from orchestrator.leaderboard import Leaderboard
-from orchestrator.plots import PLOT_KINDS
-from orchestrator.report import board_title, method_line, missing_lines, status_line, table
+from orchestrator.report.formatting import board_title, method_line, missing_lines, status_line, table
+from orchestrator.report.leaderboard import Leaderboard
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -27,7 +26,8 @@ img { max-width: 100%; display: block; margin: 0.5rem 0 1.5rem; }
 def _table_html(header: list[str], rows: list[list[str]], dataset: str) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i >= 2 else ''}>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td{' class=num' if i >= 2 else ''}>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
     )
     return f'<table id="leaderboard-{escape(dataset)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -37,12 +37,12 @@ def _img_html(path: Path) -> str:
     return f'<img alt="{escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def html_page(lb: Leaderboard, plots: dict[str, Path]) -> str:
+def html_page(lb: Leaderboard, plots: dict[str, list[Path]]) -> str:
     """The page: status, one table and its plots per dataset, then the missing trials.
 
     Args:
         lb: the computed leaderboard.
-        plots: PNG files by stem (``<dataset>-<kind>``), embedded in that order under their dataset.
+        plots: PNG files per dataset, embedded in that order under the dataset's table.
     """
     parts = [
         f"<h1>Leaderboard: {escape(lb.experiment)}</h1>",
@@ -52,12 +52,12 @@ def html_page(lb: Leaderboard, plots: dict[str, Path]) -> str:
     for board in lb.boards:
         header, rows = table(lb, board)
         parts += [f"<h2>{escape(board_title(board))}</h2>", _table_html(header, rows, board.dataset)]
-        mine = {f"{board.dataset}-{kind}" for kind in PLOT_KINDS}
-        parts += [_img_html(p) for stem, p in plots.items() if stem in mine]
+        parts += [_img_html(p) for p in plots.get(board.dataset, [])]
     if lb.missing:
         parts.append(f"<h2>Missing ({len(lb.missing)} trials without summary.json)</h2>")
         parts.append("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in missing_lines(lb)) + "</ul>")
+    title = f"<title>mmbal report: {escape(lb.experiment)}</title>"
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mmbal report: {escape(lb.experiment)}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{title}'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )

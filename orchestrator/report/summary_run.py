@@ -1,6 +1,6 @@
 """The W&B summary run of a sweep: the leaderboard as a ``wandb.Table`` and the report plots as images.
 
-It joins the sweep's group (the per-trial runs of ``orchestrator.tracking`` use the same group), so
+It joins the sweep's group (the per-trial runs of :mod:`orchestrator.tracking` use the same group), so
 the dashboard shows the comparison next to the trial curves. Offline by default; ``wandb sync`` the
 printed folder to upload. W&B is a convenience here: any failure is one warning line, never an error.
 """
@@ -8,16 +8,18 @@ printed folder to upload. W&B is a convenience here: any failure is one warning 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report import write_report
+from orchestrator.report.leaderboard import Leaderboard, build_leaderboard
+from orchestrator.report.text import csv_rows
+from orchestrator.tracking import bounded_settings, run_id
 
-def _table_data(lb: Any) -> tuple[list[str], list[list[Any]]]:
+
+def _table_data(lb: Leaderboard) -> tuple[list[str], list[list[Any]]]:
     """CSV header and rows with ``None`` for no value (W&B tables reject mixing "" into number columns)."""
-    from orchestrator.report import csv_rows
-
     header, rows = csv_rows(lb)
     return header, [[None if v == "" else v for v in r] for r in rows]
 
@@ -46,7 +48,7 @@ def log_summary_run(
         report_dir: where the report files are (re)written; default ``<results_dir>/report``.
         select_metric: validation metric that picks each method's best config.
         select_mode: ``max`` or ``min``.
-        files: what :func:`orchestrator.report.write_report` returned, when the caller already wrote
+        files: what :func:`~orchestrator.report.write_report` returned, when the caller already wrote
             the report; otherwise it is written here first.
         entity: W&B entity (team or user); default the account's.
         timeout_s: bound on W&B's init/finish and network waits, so a sweep never hangs on W&B.
@@ -61,11 +63,7 @@ def log_summary_run(
         print("mmbal: W&B is disabled (mode 'disabled'): no summary run", file=sys.stderr)
         return None
     try:
-        import wandb
-
-        from orchestrator.leaderboard import build_leaderboard
-        from orchestrator.report import write_report
-        from orchestrator.tracking import bounded_settings
+        import wandb  # inside the guard: a broken W&B install is one warning line, not a failed report
 
         files = files or write_report(results_dir, report_dir, select_metric, select_mode)
         lb = build_leaderboard(results_dir, select_metric, select_mode)
@@ -76,7 +74,7 @@ def log_summary_run(
             group=group,
             name=f"{group}-summary",
             # one summary run per group: a later report resumes it and its latest table is the current one
-            id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-summary")[:120],
+            id=run_id(group, "summary"),
             resume="allow",
             job_type="summary",
             mode=mode,
@@ -87,7 +85,9 @@ def log_summary_run(
         )
         header, rows = _table_data(lb)
         payload: dict[str, Any] = {"leaderboard": wandb.Table(columns=header, data=rows)}
-        payload.update({f"plots/{k.split('/', 1)[1]}": wandb.Image(str(p)) for k, p in files.items() if k.startswith("plot/")})
+        payload.update(
+            {f"plots/{k.split('/', 1)[1]}": wandb.Image(str(p)) for k, p in files.items() if k.startswith("plot/")}
+        )
         run.log(payload)
         for b in lb.boards:
             for e in b.entries:
@@ -97,11 +97,11 @@ def log_summary_run(
         folder = Path(run.dir).parent
         run.finish()
         return folder
-    except Exception as exc:  # noqa: BLE001 - W&B must never break a sweep or a report
+    except Exception as exc:  # W&B must never break a sweep or a report
         print(f"mmbal: warning: W&B summary run not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         if run is not None:
             try:
                 run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception:
+                pass  # the warning above already says the run failed
         return None

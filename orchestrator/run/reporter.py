@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.results_writer import SUMMARY_KEY
+from orchestrator.results import SUMMARY_KEY
 from trainables.reporting import dumps
 
 STATE_FILE = "state.pt"

@@ -13,8 +13,8 @@ import time
 import traceback
 from typing import Any
 
-from orchestrator.results_writer import ResultsWriter
-from orchestrator.sweep_spec import Sweep, TrialPlan
+from orchestrator.results import ResultsWriter
+from orchestrator.sweep import Sweep, TrialPlan
 from trainables.errors import ConfigError, DataError
 from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter
@@ -56,16 +56,17 @@ def run_local(sweep: Sweep, writer: ResultsWriter) -> dict[str, str]:
 def _run_one(sweep: Sweep, writer: ResultsWriter, plan: TrialPlan, tid: str) -> str:
     attempts = sweep.keys.execution.max_failures + 1
     for attempt in range(attempts):
-        writer.start(tid, plan.config)
+        writer.start(tid, plan.config, plan.method)
         tic = time.perf_counter()
         try:
             summary = run_trial(plan.config, _TrackedReporter(writer, tid, plan.config["checkpoint"]["keep"]))
         except (ConfigError, DataError, KeyboardInterrupt):
             writer.error(tid)
             raise
-        except Exception:  # noqa: BLE001 - one trial's crash must not end the sweep
+        except Exception:  # one trial's crash must not end the sweep
             print(
-                f"mmbal sweep: trial {tid} failed (attempt {attempt + 1}/{attempts}):\n{traceback.format_exc()}", file=sys.stderr
+                f"mmbal sweep: trial {tid} failed (attempt {attempt + 1}/{attempts}):\n{traceback.format_exc()}",
+                file=sys.stderr,
             )
             writer.error(tid)
             continue

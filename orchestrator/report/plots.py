@@ -16,7 +16,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.leaderboard import DatasetBoard, Entry
+from orchestrator.report.leaderboard import DatasetBoard, Entry
 from orchestrator.results import TrialRecord
 
 PERCENT_SCALE = 100.0
@@ -53,7 +53,9 @@ def _curve(ax, entry: Entry, key: str, color: str, scale: float) -> bool:
     epochs, means, stds = epoch_series(entry.trials, key)
     if not epochs:
         return False
-    ax.plot(epochs, [m * scale for m in means], color=color, label=entry.method, marker="o" if len(epochs) < 12 else None)
+    ax.plot(
+        epochs, [m * scale for m in means], color=color, label=entry.method, marker="o" if len(epochs) < 12 else None
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     lo = [(m - s) * scale for m, s in zip(means, stds, strict=True)]
     hi = [(m + s) * scale for m, s in zip(means, stds, strict=True)]

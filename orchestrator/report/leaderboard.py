@@ -104,7 +104,9 @@ def load_trials(results_dir: str | Path) -> list[TrialRecord]:
     trials = list(iter_trials(root)) if (root / "trials").is_dir() else []
     if not trials:
         hint = " (it looks like a single `mmbal train` run)" if (root / "metrics.jsonl").exists() else ""
-        raise ConfigError("EXPERIMENT_DIR", f"{root} is not a results folder{hint}: expected trials/<trial_id>/config.json")
+        raise ConfigError(
+            "EXPERIMENT_DIR", f"{root} is not a results folder{hint}: expected trials/<trial_id>/config.json"
+        )
     return trials
 
 
@@ -120,7 +122,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _labels(groups: dict[str, list[TrialRecord]]) -> dict[str, str]:
     """Per config id, the keys whose values differ between a method's configs (``optim.lr=0.1``)."""
-    flat = {cid: _flatten({k: v for k, v in ts[0].config.items() if k not in NON_IDENTITY_KEYS}) for cid, ts in groups.items()}
+    flat = {
+        cid: _flatten({k: v for k, v in ts[0].config.items() if k not in NON_IDENTITY_KEYS})
+        for cid, ts in groups.items()
+    }
     keys = sorted({k for f in flat.values() for k in f})
     varying = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
     return {cid: ", ".join(f"{k}={f.get(k)}" for k in varying) for cid, f in flat.items()}
@@ -146,7 +151,7 @@ def _columns(modalities: list[str], trials: list[TrialRecord]) -> list[str]:
     cols = ["test/acc", "test/f1", *(f"test/acc/{m}" for m in modalities), "test/imbalance/score_ratio"]
     missing = {k for t in trials for k in t.summary if k.startswith("test/missing/") and k.endswith("/acc")}
     order = {m: i for i, m in enumerate(modalities)}
-    subset = lambda k: k.split("/")[2].split("+")  # noqa: E731
+    subset = lambda k: k.split("/")[2].split("+")
     return cols + sorted(missing, key=lambda k: (len(subset(k)), [order.get(m, len(order)) for m in subset(k)], k))
 
 
@@ -200,11 +205,15 @@ def build_leaderboard(results_dir: str | Path, select_metric: str = "val/acc", s
     if select_mode not in ("max", "min"):
         raise ConfigError("--select-mode", f"got {select_mode!r}; allowed: max, min")
     if not select_metric.startswith("val/"):
-        raise ConfigError("--select-metric", f"got {select_metric!r}; allowed: a validation metric (val/...), never test")
+        raise ConfigError(
+            "--select-metric", f"got {select_metric!r}; allowed: a validation metric (val/...), never test"
+        )
     trials = load_trials(results_dir)
     done = [t for t in trials if t.completed]
     by_ds: dict[str, list[TrialRecord]] = {}
     for t in done:
         by_ds.setdefault(str(t.summary.get("dataset") or t.config.get("dataset", "?")), []).append(t)
     boards = [_board(ds, ts, select_metric, select_mode) for ds, ts in sorted(by_ds.items())]
-    return Leaderboard(Path(results_dir), select_metric, select_mode, boards, done, [t for t in trials if not t.completed])
+    return Leaderboard(
+        Path(results_dir), select_metric, select_mode, boards, done, [t for t in trials if not t.completed]
+    )

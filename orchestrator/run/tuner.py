@@ -1,7 +1,7 @@
 """``packed`` and ``ddp`` execution: one Ray Tune run over the sweep's trials, resumable.
 
 The parameter space is ``{"trial": grid_search(<the expanded trial configs>), "exec": <settings>}``
-for grid/random sweeps (the list :mod:`orchestrator.sweep_spec` validated, so every config runs on
+for grid/random sweeps (the list :mod:`orchestrator.sweep` validated, so every config runs on
 every seed), or the method's space as Tune domains for Optuna/HyperOpt. Trial folders are named by
 trial id (never a timestamp) so that ``Tuner.restore`` finds them again; the driver-side
 :class:`ResultsCallback` writes the results folder while the trials run.
@@ -16,11 +16,12 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator import search_space as ss
-from orchestrator.ddp import ddp_trainable
-from orchestrator.ray_trainables import NODE_KEY, packed_trainable
-from orchestrator.results_writer import SUMMARY_KEY, ResultsWriter
-from orchestrator.sweep_spec import Sweep
+from orchestrator.results import SUMMARY_KEY, ResultsWriter
+from orchestrator.run.ddp import ddp_trainable
+from orchestrator.run.packed import packed_trainable
+from orchestrator.run.worker import NODE_KEY
+from orchestrator.sweep import Sweep, method_label
+from orchestrator.sweep import space as ss
 from trainables.config import resolve
 from trainables.reporting import atomic_write_text, dumps
 
@@ -44,12 +45,14 @@ class ResultsCallback(tune.Callback):
         self.writer = writer
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.writer.start(trial.trial_id, resolve(trial.config["trial"]).to_dict())
+        config = resolve(trial.config["trial"]).to_dict()
+        self.writer.start(trial.trial_id, config, method_label(config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if NODE_KEY in result:
             atomic_write_text(
-                self.writer.path(trial.trial_id) / "ray.json", dumps({"node_id": result[NODE_KEY], "pid": result.get("pid")})
+                self.writer.path(trial.trial_id) / "ray.json",
+                dumps({"node_id": result[NODE_KEY], "pid": result.get("pid")}),
             )
         self.writer.result(trial.trial_id, {k: v for k, v in result.items() if is_schema_key(k) or k == SUMMARY_KEY})
 
@@ -111,7 +114,10 @@ def param_space(sweep: Sweep) -> tuple[dict[str, Any], int]:
     s = sweep.keys.search
     if s.searcher in ("optuna", "hyperopt"):
         (tree,) = sweep.spaces.values()
-        return {"trial": ss.to_tune_space({**tree, "seed": sweep.keys.seeds[0]}), "exec": exec_settings(sweep)}, s.samples
+        return {
+            "trial": ss.to_tune_space({**tree, "seed": sweep.keys.seeds[0]}),
+            "exec": exec_settings(sweep),
+        }, s.samples
     return {"trial": tune.grid_search([p.config for p in sweep.trials]), "exec": exec_settings(sweep)}, 1
 
 
@@ -135,7 +141,10 @@ def scheduler(sweep: Sweep) -> Any:
         from ray.tune.schedulers import ASHAScheduler
 
         return ASHAScheduler(
-            time_attr="epoch", max_t=epochs or 100, grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor
+            time_attr="epoch",
+            max_t=epochs or 100,
+            grace_period=s.asha.grace_period,
+            reduction_factor=s.asha.reduction_factor,
         )
     if s.scheduler == "pbt":
         from ray.tune.schedulers import PopulationBasedTraining

@@ -1,6 +1,8 @@
-"""Run a checked sweep: prepare the results folder, pick the execution mode, print the leaderboard.
+"""The sweep driver (``mmbal sweep``'s entry point): prepare the results folder, pick the execution
+mode, print the leaderboard and log the W&B summary run.
 
-Ray is imported and started only for ``packed``/``ddp``; ``local`` never touches it.
+Ray is imported and started only for ``packed``/``ddp`` (the imports inside :func:`start_ray` and
+:func:`run_sweep`); ``local`` never touches it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import sys
 import time
 from typing import Any
 
-from orchestrator.local_runner import run_local
-from orchestrator.results_writer import ResultsWriter
-from orchestrator.sweep_spec import Sweep, canonical
-from orchestrator.tracking import make_tracker
+from orchestrator.report import leaderboard_markdown
+from orchestrator.report.summary_run import log_summary_run
+from orchestrator.results import ResultsWriter
+from orchestrator.run.local import run_local
+from orchestrator.sweep import Sweep, canonical
+from orchestrator.tracking import make_tracker, resolve_mode
 from trainables.errors import ConfigError
 
 
@@ -36,7 +40,7 @@ def prepare_results(sweep: Sweep, resume: bool) -> None:
 
 
 def start_ray(address: str | None) -> None:
-    import ray
+    import ray  # only here: local sweeps never import Ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Tune warns on every state snapshot of short trials; the snapshots are what resume needs
@@ -60,7 +64,9 @@ def _probe(address: str | None) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as exc:
-        raise ConfigError("--address", f"no Ray head answers at {address} ({exc}); start one with `ray start --head`") from None
+        raise ConfigError(
+            "--address", f"no Ray head answers at {address} ({exc}); start one with `ray start --head`"
+        ) from None
 
 
 def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict[str, Any]:
@@ -73,13 +79,15 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     tic = time.perf_counter()
     if sweep.keys.execution.mode != "local":
         start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
-    writer = ResultsWriter(sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir))
+    writer = ResultsWriter(
+        sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
+    )
     writer.write_sweep(canonical(sweep.raw))
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
         else:
-            from orchestrator.tune_runner import run_tune
+            from orchestrator.run.tuner import run_tune  # imports Ray: packed/ddp only
 
             status = run_tune(sweep, writer, resume)
     finally:
@@ -97,16 +105,11 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
 def print_leaderboard(sweep: Sweep) -> None:
     """The one place the sweep prints its leaderboard (the report module's, when it can build one)."""
     try:
-        from orchestrator.report import leaderboard_markdown
-
         print(leaderboard_markdown(sweep.results_dir, sweep.keys.metric, sweep.keys.mode))
     except ConfigError as exc:
         print(f"no leaderboard: {exc.message}", file=sys.stderr)
         return
     if sweep.tracking.backend == "wandb":  # the leaderboard and plots next to the curves; never raises
-        from orchestrator.summary_run import log_summary_run
-        from orchestrator.tracking import resolve_mode
-
         log_summary_run(
             sweep.results_dir,
             sweep.tracking.project,

@@ -1,5 +1,8 @@
 """``execution.mode: ddp``: a Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``.
 
+The packed counterpart is :func:`orchestrator.run.packed.packed_trainable`; Tune's ``config`` has
+the same shape, ``{"trial": <trial config>, "exec": <execution settings>}``.
+
 Ray Train starts ``num_workers`` workers and the ``torch.distributed`` group (NCCL with GPUs, gloo on
 CPU); each worker runs :func:`train_fn_per_worker`, i.e. ``run_trial`` with
 ``Runtime.from_process_group()``. The loop all-reduces train and eval statistics, so every rank holds
@@ -14,25 +17,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.ray_trainables import node_tagged, set_threads
+import ray.train
+import torch
+from ray import tune
+from ray.train.torch import TorchTrainer, get_device
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestrator.run.reporter import RayReporter
+from orchestrator.run.worker import node_tagged, set_threads
+from trainables.loop import run_trial
+from trainables.runtime import Runtime
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
-    """One DDP worker: the shared training loop on this rank."""
-    import ray.train
-
-    from orchestrator.ray_reporter import RayReporter
-    from trainables.loop import run_trial
-    from trainables.runtime import Runtime
-
+    """One DDP worker: the shared training loop on this rank (``config`` is the ``train_loop_config``)."""
     set_threads(config["threads"])
     trial = config["trial"]
     rt = Runtime.from_process_group("cuda" if config["use_gpu"] else "cpu")
     if config["use_gpu"]:  # the GPU Ray Train assigned to this worker (CUDA_VISIBLE_DEVICES may be shared)
-        import ray.train.torch
-        import torch
-
-        rt.device = ray.train.torch.get_device()
+        rt.device = get_device()
         torch.cuda.set_device(rt.device)
     reporter = RayReporter(
         node_tagged(ray.train.report),
@@ -47,11 +50,6 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 def ddp_trainable(config: dict[str, Any]) -> None:
     """The Tune trial: build and fit a ``TorchTrainer`` for this trial's config."""
-    import ray.train
-    from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     ex = config["exec"]
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(

@@ -1,0 +1,33 @@
+"""``execution.mode: packed``: a Tune function trainable that runs one trial in the trial's own process.
+
+Many small trials share a node (or a GPU, ``gpus_per_trial: 0.25``); each holds the CPUs Tune
+reserved for it. Tune's ``config`` is ``{"trial": <trial config>, "exec": <execution settings>}``.
+Nothing here writes results: rows and the summary travel through ``ray.tune.report`` to the
+driver's callback (:class:`orchestrator.run.tuner.ResultsCallback`). The DDP counterpart is
+:func:`orchestrator.run.ddp.ddp_trainable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from orchestrator.run.reporter import RayReporter
+from orchestrator.run.worker import node_tagged, set_threads
+from trainables.loop import run_trial
+
+
+def packed_trainable(config: dict[str, Any]) -> None:
+    """One trial in this process: ``run_trial`` with a Tune reporter (checkpoints through Tune)."""
+    set_threads(config["exec"]["cpus_per_trial"])
+    trial = config["trial"]
+    reporter = RayReporter(
+        node_tagged(tune.report),
+        tune.get_checkpoint,
+        tune.Checkpoint,
+        epochs=int(trial["epochs"]),
+        optim=trial.get("optim"),
+    )
+    summary = run_trial(trial, reporter)
+    reporter.finish(summary)
