@@ -69,6 +69,17 @@ def history(records: list) -> list[dict[str, float]]:
     return rows
 
 
+def deprecated_features(records: list) -> list[str]:
+    """W&B features our calls used that W&B has deprecated. W&B reports them with ``termwarn`` (not a
+    Python warning, and quiet in our silent runs) and in the run's telemetry, read here."""
+    return [
+        f.name
+        for r in records
+        if r.WhichOneof("record_type") == "telemetry"
+        for f, _ in r.telemetry.deprecated.ListFields()
+    ]
+
+
 def sweep_raw(tmp_path: Path, tracking) -> dict:
     return {
         "experiment": "wb",
@@ -114,6 +125,8 @@ def test_offline_runs_carry_per_modality_curves_against_epoch(tmp_path, monkeypa
             assert per_epoch <= set(row), set(row)
         assert {"test/acc/fou", "test/missing/pix/acc", "test/missing/fou/acc"} <= set(rows[-1])
         seen[run.job_type] = (run.run_group, run.display_name, rows[-1]["val/acc/fou"])
+        assert deprecated_features(recs) == []
+    assert deprecated_features(wait_for_exit_record(summary[0])) == []  # the summary run's calls too
     assert set(seen) == {"joint", "unimodal"}
     assert all(group == "wb" for group, _, _ in seen.values())
     # the curves are the results folder's rows, value for value
