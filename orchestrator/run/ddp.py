@@ -17,20 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray.train
-import torch
-from ray import tune
-from ray.train.torch import TorchTrainer, get_device
-from ray.tune.integration.ray_train import TuneReportCallback
-
-from orchestrator.run.reporter import RayReporter
 from orchestrator.run.worker import node_tagged, set_threads
-from trainables.loop import run_trial
-from trainables.runtime import Runtime
+
+# The imports inside the functions keep this module light (see orchestrator.run.worker).
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """One DDP worker: the shared training loop on this rank (``config`` is the ``train_loop_config``)."""
+    import ray.train
+    import torch
+    from ray.train.torch import get_device
+
+    from orchestrator.run.reporter import RayReporter
+    from trainables.loop import run_trial
+    from trainables.runtime import Runtime
+
     set_threads(config["threads"])
     trial = config["trial"]
     rt = Runtime.from_process_group("cuda" if config["use_gpu"] else "cpu")
@@ -50,6 +51,11 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 def ddp_trainable(config: dict[str, Any]) -> None:
     """The Tune trial: build and fit a ``TorchTrainer`` for this trial's config."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     ex = config["exec"]
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import tune
-
-from orchestrator.run.reporter import RayReporter
 from orchestrator.run.worker import node_tagged, set_threads
-from trainables.loop import run_trial
 
 
 def packed_trainable(config: dict[str, Any]) -> None:
     """One trial in this process: ``run_trial`` with a Tune reporter (checkpoints through Tune)."""
+    # imported here, not at the top: this module must stay light (see orchestrator.run.worker)
+    from ray import tune
+
+    from orchestrator.run.reporter import RayReporter
+    from trainables.loop import run_trial
+
     set_threads(config["exec"]["cpus_per_trial"])
     trial = config["trial"]
     reporter = RayReporter(
