@@ -34,7 +34,9 @@ def prepare_cremad(raw, out, **params):
 
 
 def build(root, **data):
-    cfg = resolve({"dataset": "cremad", "data_root": str(root), "data": {"profile": "prepared", "image_size": 32, **data}})
+    cfg = resolve(
+        {"dataset": "cremad", "data_root": str(root), "data": {"profile": "prepared", "image_size": 32, **data}}
+    )
     return DATASETS.get("cremad")().build(cfg.data_params, str(root), 0)
 
 
@@ -86,7 +88,9 @@ def test_rerun_is_idempotent_and_other_params_are_refused(raw, prepared, capsys)
     assert main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(prepared), *ARGS]) == 0
     assert "already prepared" in capsys.readouterr().out
     assert {p.name: (p.stat().st_mtime_ns, sha(p)) for p in prepared.iterdir()} == before
-    assert main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(prepared), "--size", "48", "--workers", "1"]) == 2
+    assert (
+        main(["prepare", "cremad", "--raw", str(raw[0]), "--out", str(prepared), "--size", "48", "--workers", "1"]) == 2
+    )
     assert "holds a preparation with other params" in capsys.readouterr().err
 
 
@@ -122,7 +126,9 @@ def test_bad_video_raises_or_is_skipped_and_recorded(tmp_path):
     with pytest.raises(DataError, match=rf"clip {clips[3]}: cannot decode video .*{clips[3]}.flv"):
         prepare_cremad(tmp_path / "raw", tmp_path / "a", size=32)
     man = prepare_cremad(tmp_path / "raw", tmp_path / "b", size=32, on_error="skip")
-    assert len(man["skipped"]) == 1 and man["skipped"][0]["kind"] == "corrupt" and clips[3] in man["skipped"][0]["message"]
+    assert (
+        len(man["skipped"]) == 1 and man["skipped"][0]["kind"] == "corrupt" and clips[3] in man["skipped"][0]["message"]
+    )
     assert sum(man["sizes"].values()) == 17 and build(tmp_path / "b").info["prepare_skipped"] == man["skipped"]
 
 
@@ -153,7 +159,9 @@ def test_kinetics_sounds_prepare_from_mp4(tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["sizes"] == {"train": 8, "test": 3} and man["arrays"]["audio"]["shape"] == [11, 128, 1024]
     assert len(man["skipped"]) == 1 and "has no audio track" in man["skipped"][0]["message"]
-    cfg = resolve({"dataset": "kinetics_sounds", "data_root": str(out), "data": {"profile": "prepared", "image_size": 32}})
+    cfg = resolve(
+        {"dataset": "kinetics_sounds", "data_root": str(out), "data": {"profile": "prepared", "image_size": 32}}
+    )
     b = DATASETS.get("kinetics_sounds")().build(cfg.data_params, str(out), 0)
     assert (len(b.train), len(b.val), len(b.test)) == (5, 3, 3) and b.class_names[30] == "30"
     item = b.test[0]
@@ -203,7 +211,8 @@ def test_a_new_dataset_with_a_recipe_needs_no_other_change(tmp_path, monkeypatch
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "clips.txt").write_text("a,0,train\nb,1,train\nc,1,test\n")
     out = tmp_path / "out"
-    args = ["prepare", "toy", "--raw", str(tmp_path / "raw"), "--out", str(out), "--size", "16", "--level", "9", "--workers", "1"]
+    args = ["prepare", "toy", "--raw", str(tmp_path / "raw"), "--out", str(out)]
+    args += ["--size", "16", "--level", "9", "--workers", "1"]
     assert main(args) == 0
     man, _ = read_manifest(out, "toy")
     assert man["params"] == {"dataset": "toy", "frames": 3, "size": 16, "fps": 1.0, "on_error": "raise", "level": 9}

@@ -33,7 +33,11 @@ def test_mfeat_default_split_is_pinned():
 def test_counts_fractions_and_rest_are_pinned():
     labels = np.array([2, 0, 1, 2, 2, 0, 1, 2, 0, 2, 2, 1])
     split = stratified_split(labels, {"train": 2, "val": 0.25, "test": -1}, 7)
-    assert {k: v.tolist() for k, v in split.items()} == {"train": [0, 1, 6, 8, 10, 11], "val": [2, 3, 5, 9], "test": [4, 7]}
+    assert {k: v.tolist() for k, v in split.items()} == {
+        "train": [0, 1, 6, 8, 10, 11],
+        "val": [2, 3, 5, 9],
+        "test": [4, 7],
+    }
 
 
 def uneven_samples() -> list[Sample]:

@@ -50,7 +50,8 @@ def test_every_plugin_module_registers_its_stem(package, registry, helpers):
 
 
 @pytest.mark.parametrize(
-    "registry,key", [(METHODS, "method"), (DATASETS, "dataset"), (ENCODERS, "model.encoders"), (FUSIONS, "model.fusion")]
+    "registry,key",
+    [(METHODS, "method"), (DATASETS, "dataset"), (ENCODERS, "model.encoders"), (FUSIONS, "model.fusion")],
 )
 def test_unknown_name_is_one_line_listing_the_known_ones(registry, key):
     with pytest.raises(ConfigError) as err:
