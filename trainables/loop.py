@@ -112,7 +112,9 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     encoders = {m: train_cfg.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
     shapes = {m: s.shape for m, s in data.modalities.items()}
     spec = ModelSpec(shapes, encoders, train_cfg.model.feature_dim, train_cfg.model.fusion, data.num_classes)
-    method_ctx = MethodContext(list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed)
+    method_ctx = MethodContext(
+        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed
+    )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)
     runtime.broadcast_model(model)
@@ -136,7 +138,16 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
         return DataLoader(_shard(dataset, runtime), batch_size=loader.eval_batch_size, shuffle=False, **loader_kw)
 
     return Trial(
-        cfg, runtime, data, method, model, optimizers, schedulers, train_loader, eval_loader(data.val), eval_loader(data.test)
+        cfg,
+        runtime,
+        data,
+        method,
+        model,
+        optimizers,
+        schedulers,
+        train_loader,
+        eval_loader(data.val),
+        eval_loader(data.test),
     )
 
 
@@ -237,17 +248,23 @@ def run_trial(
         row: dict[str, Any] = {"epoch": epoch + 1}
         trial.train_loader.sampler.set_epoch(epoch)
         trial.train_loader.sampler.set_indices(None)  # statistics passes in on_epoch_start see every sample
-        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()})
+        row.update(
+            {f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()}
+        )
         _set_epoch_samples(trial, epoch)
         row.update(_train_epoch(trial, epoch, progress))
-        row.update({f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()})
+        row.update(
+            {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
+        )
         _step_schedulers(trial, row)
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)
         if score is None:
             reported = ", ".join(sorted(row))
-            raise ConfigError("eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}")
+            raise ConfigError(
+                "eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}"
+            )
         if best.improved_by(score, train_cfg.eval.select_mode):
             best = BestState(
                 epoch + 1,

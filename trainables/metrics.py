@@ -108,7 +108,11 @@ class EvalAccumulator:
 
     def compute(self, split: str) -> dict[str, float]:
         n = max(int(self.count.item()), 1)
-        out = {f"{split}/acc": accuracy(self.cm), f"{split}/f1": macro_f1(self.cm), f"{split}/loss": self.loss_sum.item() / n}
+        out = {
+            f"{split}/acc": accuracy(self.cm),
+            f"{split}/f1": macro_f1(self.cm),
+            f"{split}/loss": self.loss_sum.item() / n,
+        }
         # modalities without per-modality logits have empty confusion matrices and are not reported
         accs = {m: accuracy(cm) for m, cm in self.cm_mod.items() if cm.sum() > 0}
         for m, a in accs.items():

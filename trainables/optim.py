@@ -19,7 +19,9 @@ def make_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.op
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(cfg: SchedConfig, optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    cfg: SchedConfig, optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     if cfg.name == "cosine":

@@ -43,7 +43,9 @@ class EpochSampler(Sampler[int]):
             indices = [int(i) for i in indices]
             bad = [i for i in indices if not 0 <= i < self.num_samples]
             if bad or not indices:
-                raise ValueError(f"train_indices must be a non-empty list of indices in [0, {self.num_samples}); got {bad[:3]}")
+                raise ValueError(
+                    f"train_indices must be a non-empty list of indices in [0, {self.num_samples}); got {bad[:3]}"
+                )
         self.indices = indices
 
     def _pool(self) -> list[int]:

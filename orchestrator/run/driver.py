@@ -48,8 +48,13 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():  # tests and notebooks bring their own
         return
     _probe(address)
+    # No --address means "start Ray here": plain ray.init() would instead join whatever cluster this
+    # machine last started (/tmp/ray/ray_current_cluster), e.g. a colleague's. RAY_ADDRESS (set by
+    # `ray job submit`) still counts as asking for a cluster.
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"
     try:
-        ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=True)
+        ray.init(address=address, include_dashboard=False if address == "local" else None, log_to_driver=True)
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(
             "--address", f"cannot join a Ray cluster at {address!r} ({exc}); start one with `ray start --head`"

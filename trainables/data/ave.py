@@ -6,7 +6,8 @@ of ``[257, 1004]`` (numpy arrays only are unpickled); frames ``Image-01-FPS-SE/<
 
 AVE lists some videos more than once (several annotated events); as in DI-MML, an id is kept once
 (its first row) per split and the number of removed duplicates is recorded in ``info``. Classes are
-numbered in order of first appearance in ``testSet.txt``, as DI-MML does. AVE ships a validation list: it is the validation split
+numbered in order of first appearance in ``testSet.txt``, as DI-MML does. AVE ships a validation
+list: it is the validation split
 unless ``official_val`` is false, in which case a stratified fraction of train is carved as usual.
 """
 

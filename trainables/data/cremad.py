@@ -138,7 +138,9 @@ class CremaDRecipe(PrepareRecipe):
         for w in wavs:
             parts = w.stem.split("_")
             if len(parts) < 3 or parts[2] not in CLASSES:
-                raise DataError(f"{w}: cannot read the emotion from the file name (expected ActorID_Sentence_EMOTION_Level)")
+                raise DataError(
+                    f"{w}: cannot read the emotion from the file name (expected ActorID_Sentence_EMOTION_Level)"
+                )
             labels[w.stem] = CLASSES.index(parts[2])
         if (lists / "train.csv").is_file() and (lists / "test.csv").is_file():
             split = {}
@@ -154,7 +156,10 @@ class CremaDRecipe(PrepareRecipe):
             rows = stratified_split(np.array([labels[i] for i in ids]), sizes, p.split_seed)
             split = {ids[i]: name for name, picked in rows.items() for i in picked}
             source = f"stratified, test_fraction {p.test_fraction}, seed {p.split_seed}"
-        files = {s: {"wav": str(raw / "AudioWAV" / f"{s}.wav"), "video": str(raw / "VideoFlash" / f"{s}.flv")} for s in labels}
+        files = {
+            s: {"wav": str(raw / "AudioWAV" / f"{s}.wav"), "video": str(raw / "VideoFlash" / f"{s}.flv")}
+            for s in labels
+        }
         return [RawClip(s, labels[s], split[s], f"clip {s}", files[s]) for s in sorted(labels) if s in split], source
 
     def audio_shape(self, p: CremaDPrepareParams) -> tuple[int, int]:

@@ -55,7 +55,9 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class KineticsSoundsParams(RealDataParams):
-    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob("ogm_ge", "list layout of data_root (see the module doc)")
+    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob(
+        "ogm_ge", "list layout of data_root (see the module doc)"
+    )
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
@@ -103,7 +105,9 @@ class KineticsSoundsRecipe(PrepareRecipe):
 
     def audio(self, clip: RawClip, p: KineticsSoundsPrepareParams) -> np.ndarray:
         x = decode_audio(Path(clip.files["video"]), p.fbank_rate, clip.where)
-        return kaldi_fbank(x, p.fbank_rate, p.mel_bins, p.fbank_frames).T.numpy()  # stored [F, T] like every audio feature
+        return kaldi_fbank(
+            x, p.fbank_rate, p.mel_bins, p.fbank_frames
+        ).T.numpy()  # stored [F, T] like every audio feature
 
 
 @register_dataset("kinetics_sounds")
@@ -127,10 +131,16 @@ class KineticsSounds(DatasetSpec):
             def resolve(row: Row, split: str = split) -> Sample:
                 clip, label = row.fields[0], row.fields[col]
                 if not label.isdigit() or int(label) >= len(classes):
-                    raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}")
+                    raise SampleError(
+                        "label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}"
+                    )
                 files = {
-                    "audio": require(safe_path(base, adir.format(split=split), clip + ".npy", where=row.where), row.where),
-                    "visual": require(safe_path(base, vdir.format(split=split), clip, where=row.where), row.where, True),
+                    "audio": require(
+                        safe_path(base, adir.format(split=split), clip + ".npy", where=row.where), row.where
+                    ),
+                    "visual": require(
+                        safe_path(base, vdir.format(split=split), clip, where=row.where), row.where, True
+                    ),
                 }
                 return Sample(clip, int(label), row.where, files)
 
@@ -141,5 +151,11 @@ class KineticsSounds(DatasetSpec):
             "visual": FrameFolder("visual", nf, params.image_size, params.augment),
         }
         modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {"dataset": "kinetics_sounds", "profile": params.profile, "num_frames": nf, "audio_dir": adir, "visual_dir": vdir}
+        info = {
+            "dataset": "kinetics_sounds",
+            "profile": params.profile,
+            "num_frames": nf,
+            "audio_dir": adir,
+            "visual_dir": vdir,
+        }
         return assemble(splits, loaders, modalities, classes, params, issues, info)

@@ -19,7 +19,14 @@ from importlib import resources
 import numpy as np
 import torch
 
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, TensorDictDataset, register_dataset, stratified_split
+from trainables.data.io.base import (
+    DataBundle,
+    DatasetSpec,
+    ModalitySpec,
+    TensorDictDataset,
+    register_dataset,
+    stratified_split,
+)
 from trainables.errors import ConfigError
 from trainables.params import knob
 
@@ -75,7 +82,11 @@ class MFeat(DatasetSpec):
                 specs[m] = ModalitySpec((x.shape[1],), "mlp")
             inputs[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         full = TensorDictDataset(inputs, torch.from_numpy(labels))
-        info = {"split_seed": params.split_seed, "sizes": {k: len(v) for k, v in split.items()}, "asset_sha256": ASSET_SHA256}
+        info = {
+            "split_seed": params.split_seed,
+            "sizes": {k: len(v) for k, v in split.items()},
+            "asset_sha256": ASSET_SHA256,
+        }
         return DataBundle(
             train=full.subset(split["train"]),
             val=full.subset(split["val"]),

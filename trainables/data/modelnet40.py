@@ -23,8 +23,9 @@ from trainables.errors import ConfigError
 from trainables.params import knob
 
 CLASSES = (
-    "airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door dresser flower_pot glass_box guitar "
-    "keyboard lamp laptop mantel monitor night_stand person piano plant radio range_hood sink sofa stairs stool table tent "
+    "airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door dresser flower_pot "
+    "glass_box guitar keyboard lamp laptop mantel monitor night_stand person piano plant radio range_hood sink sofa "
+    "stairs stool table tent "
     "toilet tv_stand vase wardrobe xbox"
 ).split()
 VIEW = re.compile(r"v\d{3}")
@@ -34,7 +35,9 @@ VIEW = re.compile(r"v\d{3}")
 class ModelNet40Params(RealDataParams):
     front_view: str = knob("v001", "view used as the front modality")
     rear_view: str = knob("v007", "view used as the rear modality")
-    list_prefix: str = knob("../modelnet40_images_new_12x/", "prefix removed from the list's image paths (DI-MML's lists)")
+    list_prefix: str = knob(
+        "../modelnet40_images_new_12x/", "prefix removed from the list's image paths (DI-MML's lists)"
+    )
     train_list: str = knob("train.txt", "training list under data_root")
     test_list: str = knob("test.txt", "test list under data_root")
 
@@ -71,7 +74,9 @@ class ModelNet40(DatasetSpec):
                 raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(CLASSES) - 1}")
             front, rear = view_path(path, params.front_view), view_path(path, params.rear_view)
             if front is None or rear is None:
-                raise SampleError("parse", f"{row.where}: {path!r} has no view tag (expected a file name like ..._v001.png)")
+                raise SampleError(
+                    "parse", f"{row.where}: {path!r} has no view tag (expected a file name like ..._v001.png)"
+                )
             files = {
                 "front": require(safe_path(base, front, where=row.where), row.where),
                 "rear": require(safe_path(base, rear, where=row.where), row.where),

@@ -80,7 +80,11 @@ class Synthetic(DatasetSpec):
         protos *= params.fast_signal / np.linalg.norm(protos, axis=1, keepdims=True)
         patterns = rng.choice([-1.0, 1.0], size=(k, 3, 3))
         splits = {}
-        for name, per in (("train", params.train_per_class), ("val", params.val_per_class), ("test", params.test_per_class)):
+        for name, per in (
+            ("train", params.train_per_class),
+            ("val", params.val_per_class),
+            ("test", params.test_per_class),
+        ):
             labels = np.repeat(np.arange(k), per)
             x = generate(params, labels, rng, protos, patterns)
             splits[name] = TensorDictDataset({m: torch.from_numpy(v) for m, v in x.items()}, torch.from_numpy(labels))

@@ -26,7 +26,9 @@ from trainables.params import knob
 @dataclass(frozen=True)
 class UCF101Params(RealDataParams):
     split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
-    test_list: str | None = knob(None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)")
+    test_list: str | None = knob(
+        None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)"
+    )
     flow_frames: int = knob(10, "consecutive optical-flow frames per sample")
     rgb_dir: str = knob("jpegs_256", "RGB frame folders under data_root")
     flow_dir: str = knob("tvl1_flow", "flow folders under data_root (with u/ and v/)")

@@ -119,7 +119,9 @@ class BalancingMethod:
         """Name -> optimizer; the loop gives each one the configured LR schedule."""
         return {"main": make_optimizer(model.parameters())}
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         """Take one optimisation step on ``batch``; return scalars to average over the epoch.
 
         ``loss`` is reported as ``train/loss``; other keys are reported under ``train/`` and

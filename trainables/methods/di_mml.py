@@ -72,13 +72,19 @@ OFFICIAL_EPOCHS, OFFICIAL_STAGE2, OFFICIAL_DUC_START = 170, 20, 20
 @dataclass(frozen=True)
 class DIMMLParams:
     weight: float = knob(1.0, "w: weight of the shared-head CE (official 1)", ge=0)
-    temperature: float = knob(50.0, "T of the DUC InfoNCE on raw feature dot products (official 50 CREMA-D, 10 AVE/UCF)", gt=0)
+    temperature: float = knob(
+        50.0, "T of the DUC InfoNCE on raw feature dot products (official 50 CREMA-D, 10 AVE/UCF)", gt=0
+    )
     duc_weight: float = knob(1.0, "weight of the DUC loss (official 1)", ge=0)
-    duc_start: int | None = knob(None, "0-based epoch of dim selection + DUC start; None = official 20/150 of stage 1", ge=0)
+    duc_start: int | None = knob(
+        None, "0-based epoch of dim selection + DUC start; None = official 20/150 of stage 1", ge=0
+    )
     stage2_epochs: int | None = knob(
         None, "last epochs: fusion head on frozen encoders; None = official 20/170 of epochs, >= 1", ge=0
     )
-    fusion_temperature: float = knob(1.0, "temperature of the certainty softmax at inference (official 1 CREMA-D, 3 AVE)", gt=0)
+    fusion_temperature: float = knob(
+        1.0, "temperature of the certainty softmax at inference (official 1 CREMA-D, 3 AVE)", gt=0
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -89,7 +95,9 @@ def schedule(params: DIMMLParams, epochs: int) -> tuple[int, int]:
     if params.stage2_epochs is None:
         stage2 = min(max(round(epochs * OFFICIAL_STAGE2 / OFFICIAL_EPOCHS), 1), epochs - 1) if epochs >= 2 else 0
     elif not 0 <= params.stage2_epochs < epochs:
-        raise ConfigError("params.stage2_epochs", f"got {params.stage2_epochs}; allowed: 0 .. {epochs - 1} (epochs - 1)")
+        raise ConfigError(
+            "params.stage2_epochs", f"got {params.stage2_epochs}; allowed: 0 .. {epochs - 1} (epochs - 1)"
+        )
     else:
         stage2 = params.stage2_epochs
     stage1 = epochs - stage2
@@ -98,7 +106,8 @@ def schedule(params: DIMMLParams, epochs: int) -> tuple[int, int]:
     if not 0 <= params.duc_start < stage1:
         raise ConfigError(
             "params.duc_start",
-            f"got {params.duc_start}; allowed: 0 .. {stage1 - 1} (inside stage 1 = epochs {epochs} - stage2_epochs {stage2})",
+            f"got {params.duc_start}; allowed: 0 .. {stage1 - 1} "
+            f"(inside stage 1 = epochs {epochs} - stage2_epochs {stage2})",
         )
     return params.duc_start, stage1
 
@@ -126,7 +135,9 @@ def effective_dims(hits: torch.Tensor) -> torch.Tensor:
 
 def only_dims(effective: dict[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
     """``(teacher, student) -> indices`` effective for the teacher and not for the student."""
-    return {(t, s): torch.nonzero(effective[t] & ~effective[s]).flatten() for t in effective for s in effective if t != s}
+    return {
+        (t, s): torch.nonzero(effective[t] & ~effective[s]).flatten() for t in effective for s in effective if t != s
+    }
 
 
 def select_dims(feats: dict[str, torch.Tensor], labels: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
@@ -194,7 +205,9 @@ class DIMML(BalancingMethod):
         stage1 = [*model.encoders.parameters(), *model.heads.parameters(), *model.shared.parameters()]
         return {"main": make_optimizer(stage1), "fusion": make_optimizer(model.fusion.parameters())}
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         y = batch["label"]
         if self.stage == 2:
             model.encoders.eval()  # frozen encoders keep their BatchNorm statistics (official stage 2)
@@ -210,7 +223,9 @@ class DIMML(BalancingMethod):
         loss = uni + p.weight * shared
         out: StepStats = {"di_mml/ce_unimodal": uni.detach(), "di_mml/ce_shared": shared.detach()}
         if self.only:
-            duc = sum(duc_loss(feats[s], feats[t], idx.to(y.device), p.temperature) for (t, s), idx in self.only.items())
+            duc = sum(
+                duc_loss(feats[s], feats[t], idx.to(y.device), p.temperature) for (t, s), idx in self.only.items()
+            )
             loss = loss + p.duc_weight * duc
             out["di_mml/duc"] = duc.detach()
         backward_and_step(optimizers["main"], loss)

@@ -176,7 +176,9 @@ class DMRNet(BalancingMethod):
             raise ConfigError("model.fusion", msg)
         return DMRNetModel(spec)
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         p, y = self.params, batch["label"]
         mask = sample_combinations(y.shape[0], len(self.ctx.modalities))
         out = model(batch["inputs"], mask)

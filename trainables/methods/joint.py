@@ -22,7 +22,9 @@ from trainables.models.output import MultimodalModel
 class Joint(BalancingMethod):
     """Joint training of all encoders and the fusion head on the fused loss."""
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         out = model(batch["inputs"])
         loss = cross_entropy(out.logits, batch["label"])
         backward_and_step(optimizers["main"], loss)

@@ -41,7 +41,15 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    Optimizers,
+    StepState,
+    StepStats,
+    cross_entropy,
+    register_method,
+)
 from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
@@ -50,7 +58,9 @@ from trainables.params import check_bounds, knob
 @dataclass(frozen=True)
 class MIEParams:
     rho: float = knob(0.05, "SAM neighbourhood radius (Foret et al. default)", ge=0)
-    flat_ratio: float = knob(0.3, "weight of the loss at the SAM-perturbed point; 1 = plain SAM, 0 = no SAM", ge=0, le=1)
+    flat_ratio: float = knob(
+        0.3, "weight of the loss at the SAM-perturbed point; 1 = plain SAM, 0 = no SAM", ge=0, le=1
+    )
     tau: float = knob(
         0.4, "damping strength of the soft projector: the other modality's top direction is scaled by exp(-tau)", ge=0
     )
@@ -145,16 +155,22 @@ class MIE(BalancingMethod):
         super().__init__(params, ctx)
         if len(ctx.modalities) != 2:
             raise ConfigError(
-                "method", f"mie needs exactly 2 modalities; the dataset gives {len(ctx.modalities)} ({', '.join(ctx.modalities)})"
+                "method",
+                f"mie needs exactly 2 modalities; the dataset gives {len(ctx.modalities)} "
+                f"({', '.join(ctx.modalities)})",
             )
 
     def build_model(self, spec: ModelSpec) -> MultimodalModel:
         model = MIEModel(spec, self.params.shared_head)
         if self.params.project:
-            model.shared_feature_dim("model.encoders", "mie's projector maps one modality's head by the other's features")
+            model.shared_feature_dim(
+                "model.encoders", "mie's projector maps one modality's head by the other's features"
+            )
         return model
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         feats = model.encode(batch["inputs"])  # one forward per encoder
         stats: StepStats = {}
         for m in model.modalities:
@@ -164,7 +180,13 @@ class MIE(BalancingMethod):
         return stats
 
     def _modality_step(
-        self, model: nn.Module, m: str, feat: torch.Tensor, other_feat: torch.Tensor, batch: Batch, opt: torch.optim.Optimizer
+        self,
+        model: nn.Module,
+        m: str,
+        feat: torch.Tensor,
+        other_feat: torch.Tensor,
+        batch: Batch,
+        opt: torch.optim.Optimizer,
     ) -> dict[str, float]:
         """One SAM step of modality ``m``'s encoder and head, with the head gradient soft-projected."""
         p, y, enc, head = self.params, batch["label"], model.encoders[m], model.heads[m]
@@ -176,7 +198,9 @@ class MIE(BalancingMethod):
         if p.rho > 0 and p.flat_ratio > 0:
             params = list(enc.parameters()) + list(head.parameters())
             buffers = list(enc.buffers()) + list(head.buffers())
-            loss_p = sam_gradient(params, lambda: cross_entropy(head(enc(batch["inputs"][m])), y), p.rho, p.flat_ratio, buffers)
+            loss_p = sam_gradient(
+                params, lambda: cross_entropy(head(enc(batch["inputs"][m])), y), p.rho, p.flat_ratio, buffers
+            )
         if p.project:
             with torch.autocast(device_type=y.device.type, enabled=False), torch.no_grad():
                 g = head.weight.grad

@@ -41,7 +41,15 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    Optimizers,
+    StepState,
+    StepStats,
+    cross_entropy,
+    register_method,
+)
 from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
@@ -140,7 +148,9 @@ class MLA(BalancingMethod):
         self.P = torch.eye(model.head.in_features, device=self.ctx.device)
         return model
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         opt, y = optimizers["main"], batch["label"]
         feats = model.encode(batch["inputs"])  # one forward per encoder
         alpha = owm_alpha(state.batch_idx, state.batches_per_epoch)

@@ -42,7 +42,15 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.methods.base import BalancingMethod, Batch, Optimizers, StepState, StepStats, cross_entropy, register_method
+from trainables.methods.base import (
+    BalancingMethod,
+    Batch,
+    Optimizers,
+    StepState,
+    StepStats,
+    cross_entropy,
+    register_method,
+)
 from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
 
@@ -115,7 +123,9 @@ class OGMGE(BalancingMethod):
 
     Params = OGMGEParams
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         p = self.params
         opt = optimizers["main"]
         opt.zero_grad(set_to_none=True)

@@ -58,11 +58,14 @@ class Unimodal(BalancingMethod):
         modality = self.params.modality or spec.modalities[0]
         if modality not in spec.modalities:
             raise ConfigError(
-                "params.modality", f"{modality!r} is not a modality of this dataset; allowed: {', '.join(spec.modalities)}"
+                "params.modality",
+                f"{modality!r} is not a modality of this dataset; allowed: {', '.join(spec.modalities)}",
             )
         return UnimodalModel(spec, modality)
 
-    def training_step(self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState) -> StepStats:
+    def training_step(
+        self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
+    ) -> StepStats:
         out = model(batch["inputs"])
         loss = cross_entropy(out.logits, batch["label"])
         backward_and_step(optimizers["main"], loss)

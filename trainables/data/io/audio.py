@@ -105,7 +105,12 @@ def ogm_spectrogram(
 
 
 def kaldi_fbank(
-    x: np.ndarray, rate: int, mel_bins: int = 128, target_length: int = 1024, mean: float = -4.2677393, std: float = 4.5689974
+    x: np.ndarray,
+    rate: int,
+    mel_bins: int = 128,
+    target_length: int = 1024,
+    mean: float = -4.2677393,
+    std: float = 4.5689974,
 ) -> torch.Tensor:
     """AST-style Kaldi fbank (25 ms window, 10 ms shift, Hanning), padded/cut to ``target_length`` frames
     and normalised with the AudioSet statistics (the MLA / Kinetics-Sounds ``.npy`` features)."""
@@ -169,11 +174,14 @@ def load_feature(path: Path, where: str) -> np.ndarray:
             arr = _ArrayOnly(io.BytesIO(data)).load()
         arr = np.asarray(arr, dtype=np.float32)
     except Exception as exc:  # any decoding failure means a corrupt file
-        raise SampleError("corrupt", f"{where}: cannot read feature file {path} ({type(exc).__name__}: {exc})") from None
+        raise SampleError(
+            "corrupt", f"{where}: cannot read feature file {path} ({type(exc).__name__}: {exc})"
+        ) from None
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise SampleError(
             "corrupt",
-            f"{where}: {path} holds shape {arr.shape} (finite: {bool(np.isfinite(arr).all())}); expected a finite 2-D array",
+            f"{where}: {path} holds shape {arr.shape} (finite: {bool(np.isfinite(arr).all())}); "
+            "expected a finite 2-D array",
         )
     return arr
 
@@ -217,6 +225,7 @@ class FeatureFile:
             arr = arr.T
         if arr.shape[0] != self.bins:
             raise SampleError(
-                "corrupt", f"{sample.where}: {sample.files['audio']} has {arr.shape[0]} feature bins, expected {self.bins}"
+                "corrupt",
+                f"{sample.where}: {sample.files['audio']} has {arr.shape[0]} feature bins, expected {self.bins}",
             )
         return fix_time(torch.from_numpy(np.ascontiguousarray(arr)), self.frames, axis=1)[None]

@@ -78,7 +78,9 @@ class TensorDictDataset(Dataset):
     ``index`` in a batch is its position in this dataset, as for every dataset.
     """
 
-    def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, indices: np.ndarray | None = None) -> None:
+    def __init__(
+        self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, indices: np.ndarray | None = None
+    ) -> None:
         self.inputs = inputs
         self.labels = labels
         self.indices = torch.as_tensor(indices if indices is not None else np.arange(len(labels)))

@@ -47,7 +47,9 @@ def list_frames(folder: Path, where: str) -> list[Path]:
 
 def pick_frames(n: int, k: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
     """Indices of ``k`` frames out of ``n``: one per equal segment (see the module docstring)."""
-    bounds = [(int(np.floor(i * n / k)), max(int(np.floor((i + 1) * n / k)), int(np.floor(i * n / k)) + 1)) for i in range(k)]
+    bounds = [
+        (int(np.floor(i * n / k)), max(int(np.floor((i + 1) * n / k)), int(np.floor(i * n / k)) + 1)) for i in range(k)
+    ]
     if train:
         return [lo + int(torch.randint(hi - lo, (), generator=generator)) for lo, hi in bounds]
     return [int(np.floor((i + 0.5) * n / k)) for i in range(k)]
@@ -160,6 +162,10 @@ class FlowStack:
         v = list_frames(sample.files["flow_v"], sample.where)
         picks = flow_window(min(len(u), len(v)), self.num_frames, train)
         x = torch.cat(
-            [load_frames([u[i] for i in picks], sample.where, "L"), load_frames([v[i] for i in picks], sample.where, "L")], 1
+            [
+                load_frames([u[i] for i in picks], sample.where, "L"),
+                load_frames([v[i] for i in picks], sample.where, "L"),
+            ],
+            1,
         )
         return ImageTransform(self.size, train, self.augment)(x)

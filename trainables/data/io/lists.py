@@ -130,10 +130,17 @@ class Issues:
         return sum(sum(c.values()) for c in self.counts.values())
 
     def info(self) -> dict[str, Any]:
-        return {"on_error": self.on_error, "skipped_total": self.total, "skipped": self.counts, "skipped_examples": self.examples}
+        return {
+            "on_error": self.on_error,
+            "skipped_total": self.total,
+            "skipped": self.counts,
+            "skipped_examples": self.examples,
+        }
 
 
-def collect(rows: Iterator[Row | SampleError], resolve: Callable[[Row], Sample], issues: Issues, split: str) -> list[Sample]:
+def collect(
+    rows: Iterator[Row | SampleError], resolve: Callable[[Row], Sample], issues: Issues, split: str
+) -> list[Sample]:
     """Resolve each row to a :class:`Sample`; bad rows go through ``issues``; duplicate ids are errors."""
     out: list[Sample] = []
     seen: dict[str, str] = {}
@@ -179,7 +186,9 @@ class LazyDataset(Dataset):
         try:
             inputs = self.load(i)
         except SampleError as err:  # a file went bad after build (or was never verified)
-            raise DataError(f"{err} (set data.on_error=skip to check every sample up front and skip bad ones)") from None
+            raise DataError(
+                f"{err} (set data.on_error=skip to check every sample up front and skip bad ones)"
+            ) from None
         return {"inputs": inputs, "label": torch.tensor(self.samples[i].label), "index": i}
 
     def subset(self, rows: list[int], train: bool) -> LazyDataset:

@@ -131,7 +131,9 @@ def _work_one(args: tuple[RawClip, PrepareRecipe, PrepareParams, str]) -> str:
 def _check(results: Iterable[str]) -> None:
     for r in results:
         if r.startswith("error:"):
-            raise DataError(r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)")
+            raise DataError(
+                r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)"
+            )
 
 
 def sha256(path: Path) -> str:
@@ -153,7 +155,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _write_arrays(out: Path, work: Path, done: list[RawClip], audio_shape: tuple[int, ...], p: PrepareParams) -> list[dict]:
+def _write_arrays(
+    out: Path, work: Path, done: list[RawClip], audio_shape: tuple[int, ...], p: PrepareParams
+) -> list[dict]:
     """``audio.npy``, ``frames.npy`` and ``samples.json`` from the finished clips (renamed into place)."""
     tmp_a, tmp_f = out / ".audio.npy.tmp", out / ".frames.npy.tmp"
     audio = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=np.float16, shape=audio_shape)
@@ -175,10 +179,18 @@ def _write_arrays(out: Path, work: Path, done: list[RawClip], audio_shape: tuple
 
 
 def _assemble(
-    out: Path, work: Path, dataset: str, recipe: PrepareRecipe, clips: list[RawClip], split_source: str, p: PrepareParams
+    out: Path,
+    work: Path,
+    dataset: str,
+    recipe: PrepareRecipe,
+    clips: list[RawClip],
+    split_source: str,
+    p: PrepareParams,
 ) -> dict[str, Any]:
     done = [c for c in clips if (work / f"{c.id}.npz").is_file()]
-    skipped = [json.loads((work / f"{c.id}.skip.json").read_text()) for c in clips if (work / f"{c.id}.skip.json").is_file()]
+    skipped = [
+        json.loads((work / f"{c.id}.skip.json").read_text()) for c in clips if (work / f"{c.id}.skip.json").is_file()
+    ]
     if not done:
         raise DataError(f"{out}: every clip was skipped; nothing to prepare")
     a_shape = (len(done), *recipe.audio_shape(p))
@@ -197,7 +209,12 @@ def _assemble(
         "skipped": skipped,
         "samples_sha256": sha256(out / "samples.json"),
         "arrays": {
-            "audio": {"file": "audio.npy", "dtype": "float16", "shape": list(a_shape), "sha256": sha256(out / "audio.npy")},
+            "audio": {
+                "file": "audio.npy",
+                "dtype": "float16",
+                "shape": list(a_shape),
+                "sha256": sha256(out / "audio.npy"),
+            },
             "visual": {"file": "frames.npy", "dtype": "uint8", "shape": v_shape, "sha256": sha256(out / "frames.npy")},
         },
     }
@@ -250,7 +267,9 @@ def prepare(
         if old.get("params") == recorded:
             log(f"{out} is already prepared with these params (manifest {sha256(manifest_path)[:12]}); nothing to do")
             return old
-        raise ConfigError("--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out")
+        raise ConfigError(
+            "--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out"
+        )
     clips, split_source = recipe.clips(Path(raw), Path(lists or raw), p)
     work = _start_work(out, recorded)
     todo = [c for c in clips if not (work / f"{c.id}.npz").is_file() and not (work / f"{c.id}.skip.json").is_file()]

@@ -41,7 +41,9 @@ def read_manifest(root: Path, dataset: str) -> tuple[dict[str, Any], str]:
     """
     path = Path(root) / "manifest.json"
     if not path.is_file():
-        raise DataError(f"{path}: not found; {root} is not a finished `mmbal prepare {dataset}` output (rerun prepare to resume)")
+        raise DataError(
+            f"{path}: not found; {root} is not a finished `mmbal prepare {dataset}` output (rerun prepare to resume)"
+        )
     raw = path.read_bytes()
     try:
         man = json.loads(raw)

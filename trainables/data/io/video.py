@@ -71,7 +71,9 @@ def decode_audio(path: Path, rate: int, where: str) -> np.ndarray:
     except FileNotFoundError:
         raise SampleError("missing", f"{where}: video {path} not found") from None
     except (av.FFmpegError, IndexError, ValueError, OSError) as exc:
-        raise SampleError("corrupt", f"{where}: cannot decode the audio of {path} ({type(exc).__name__}: {exc})") from None
+        raise SampleError(
+            "corrupt", f"{where}: cannot decode the audio of {path} ({type(exc).__name__}: {exc})"
+        ) from None
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise SampleError("corrupt", f"{where}: video {path} holds no audio samples")
     return np.concatenate(chunks).astype(np.float32)
