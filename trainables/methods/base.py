@@ -37,6 +37,7 @@ MISSING_SCHEMES = {
     "zero-input": "the absent modalities' inputs are zeroed and the model runs as usual",
     "zero-feature": "the absent modalities' encoder features are zeroed before the head",
     "drop-head": "the absent modalities' inputs are zeroed and their heads leave the test-time fusion",
+    "mean-feature": "the absent modalities' features are their training mean; their heads leave the test-time fusion",
 }
 
 
