@@ -98,12 +98,15 @@ def test_frames_listed_in_natural_order(tmp_path):
 
 
 def test_image_transform_normalises_and_resizes():
-    x = torch.full((2, 3, 20, 20), 0.485)
+    x = torch.full((2, 3, 20, 20), 124, dtype=torch.uint8)
     out = ImageTransform(8, train=False, augment=True)(x)
-    assert out.shape == (2, 3, 8, 8) and out[:, 0].abs().max() < 1e-5  # the red mean maps to 0
-    flow = ImageTransform(8, train=False, augment=True)(torch.ones(4, 2, 20, 20))
-    assert flow.shape == (4, 2, 8, 8) and torch.allclose(flow, torch.ones_like(flow))  # [0, 1] -> [-1, 1]
-    x = torch.cat([torch.ones(1, 1, 20, 20), torch.full((1, 1, 20, 20), 0.5)], 1)  # u = +max, v = 0
+    assert out.shape == (2, 3, 8, 8) and torch.allclose(out[:, 0], torch.tensor((124 / 255 - 0.485) / 0.229))
+    flow = ImageTransform(8, train=False, augment=True)(torch.full((4, 2, 20, 20), 255, dtype=torch.uint8))
+    assert flow.shape == (4, 2, 8, 8) and torch.allclose(flow, torch.ones_like(flow))  # [0, 255] -> [-1, 1]
+    with pytest.raises(TypeError, match="uint8"):  # resizing acts on the decoded pixels, as the references' PIL
+        ImageTransform(8, train=False, augment=False)(x.float())
+    u8 = torch.uint8
+    x = torch.cat([torch.full((1, 1, 20, 20), 255, dtype=u8), torch.full((1, 1, 20, 20), 128, dtype=u8)], 1)  # u = +max
     u = [ImageTransform(20, train=True, augment=True)(x)[0, 0].mean().item() for _ in range(40)]
     assert {round(v, 4) for v in u} == {1.0, -1.0}  # a flip mirrors u (sign change), no flip keeps it
 

@@ -1,4 +1,5 @@
-"""`mmbal prepare cremad`: layout, manifest, reading back, idempotence, resume after interruption, bad videos."""
+"""`mmbal prepare` from raw videos: layout, manifest, reading back, idempotence, resume after interruption, bad videos
+(the layout profiles are in ``test_data_prepare_layouts.py``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from trainables.data import DATASETS
 from trainables.data.cremad import CremaDPrepareParams, CremaDRecipe
 from trainables.data.io.audio import ogm_spectrogram, read_wav
 from trainables.data.io.base import DatasetSpec
-from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip, prepare
+from trainables.data.io.prepare import prepare
 from trainables.data.io.prepared import read_manifest, read_samples
+from trainables.data.io.recipes import RawClip, VideoParams, VideoRecipe
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 
@@ -55,17 +57,19 @@ def prepared(raw, tmp_path_factory):
 
 def test_prepared_layout_and_manifest(raw, prepared):
     man = json.loads((prepared / "manifest.json").read_text())
-    assert sorted(p.name for p in prepared.iterdir()) == ["audio.npy", "frames.npy", "manifest.json", "samples.json"]
-    assert man["format"] == "mmbal-prepared" and man["version"] == 1 and man["sizes"] == {"train": 12, "test": 6}
+    assert sorted(p.name for p in prepared.iterdir()) == ["audio.npy", "manifest.json", "samples.json", "visual.npy"]
+    assert man["format"] == "mmbal-prepared" and man["version"] == 2 and man["sizes"] == {"train": 12, "test": 6}
     assert man["params"]["size"] == 32 and man["versions"]["av"] != "not installed" and man["skipped"] == []
+    assert man["profile"] == "raw" and man["params"]["profile"] == "raw" and list(man["modalities"]) == ["audio", "visual"]
     for key in ("audio", "visual"):
-        arr = man["arrays"][key]
+        arr = man["modalities"][key]
         assert sha(prepared / arr["file"]) == arr["sha256"]
         loaded = np.load(prepared / arr["file"], mmap_mode="r")
         assert list(loaded.shape) == arr["shape"] and loaded.dtype == np.dtype(arr["dtype"])
-    assert man["arrays"]["audio"]["shape"] == [18, 257, 188] and man["arrays"]["visual"]["shape"] == [18, 3, 32, 32, 3]
+    assert man["modalities"]["audio"]["shape"] == [18, 1, 257, 188] and man["modalities"]["visual"]["shape"] == [36, 32, 32, 3]
     samples = json.loads((prepared / "samples.json").read_text())
-    assert all(s["frames"] == 2 for s in samples)  # 2.5 s at 1 fps: frames at 0.5 s and 1.5 s
+    assert all(s["modalities"]["visual"]["n"] == 2 for s in samples)  # 2.5 s at 1 fps: frames at 0.5 s and 1.5 s
+    assert [s["modalities"]["visual"]["row"] for s in samples] == list(range(0, 36, 2))  # frames one clip after another
     assert all(CREMAD[s["label"]] == s["id"].split("_")[2] for s in samples)
 
 
@@ -115,7 +119,7 @@ def test_interrupted_prepare_resumes_to_identical_output(raw, prepared, tmp_path
     monkeypatch.setattr(CremaDRecipe, "decode", lambda self, clip, p: calls.append(clip.id) or real(self, clip, p))
     prepare_cremad(raw[0], out, size=32)
     assert len(calls) == 18 and len(set(calls)) == 18  # the 5 finished clips were not redone
-    for name in ("audio.npy", "frames.npy", "samples.json"):
+    for name in ("audio.npy", "visual.npy", "samples.json"):
         assert sha(out / name) == sha(prepared / name)
     assert not (out / ".work").exists()
 
@@ -142,8 +146,13 @@ def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path
     assert main(["prepare", "cremad", "--raw", str(tmp_path), "--out", str(tmp_path / "x"), "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "--raw: " in err and "AudioWAV: no .wav files" in err and "Traceback" not in err
-    assert main(["prepare", "ave", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "y")]) == 2
-    assert "dataset: mmbal prepare supports: cremad, kinetics_sounds (got 'ave')" in capsys.readouterr().err
+    assert main(["prepare", "mfeat", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "y")]) == 2
+    assert (
+        "dataset: mmbal prepare supports: ave, cremad, kinetics_sounds, modelnet40, ucf101 (got 'mfeat')"
+        in capsys.readouterr().err
+    )
+    assert main(["prepare", "ave", "--raw", str(tmp_path / "raw"), "--profile", "raw", "--out", str(tmp_path / "y")]) == 2
+    assert "--profile: ave is prepared from: dimml (got 'raw')" in capsys.readouterr().err
 
 
 def test_kinetics_sounds_prepare_from_mp4(tmp_path):
@@ -157,7 +166,7 @@ def test_kinetics_sounds_prepare_from_mp4(tmp_path):
     assert main(["prepare", "kinetics_sounds", "--raw", str(tmp_path / "raw"), "--out", str(out), "--size", "32",
                  "--frames", "3", "--workers", "1", "--on-error", "skip"]) == 0  # fmt: skip
     man = json.loads((out / "manifest.json").read_text())
-    assert man["sizes"] == {"train": 8, "test": 3} and man["arrays"]["audio"]["shape"] == [11, 128, 1024]
+    assert man["sizes"] == {"train": 8, "test": 3} and man["modalities"]["audio"]["shape"] == [11, 1, 128, 1024]
     assert len(man["skipped"]) == 1 and "has no audio track" in man["skipped"][0]["message"]
     cfg = resolve(
         {"dataset": "kinetics_sounds", "data_root": str(out), "data": {"profile": "prepared", "image_size": 32}}
@@ -176,11 +185,11 @@ def test_kinetics_sounds_prepare_from_mp4(tmp_path):
 
 
 @dataclass(frozen=True)
-class ToyParams(PrepareParams):
+class ToyParams(VideoParams):
     level: int = knob(7, "grey level of every stored frame")
 
 
-class ToyRecipe(PrepareRecipe):
+class ToyRecipe(VideoRecipe):
     """A recipe declared outside trainables/data: one row ``id,label,split`` per clip in ``clips.txt``."""
 
     Params = ToyParams
@@ -215,9 +224,10 @@ def test_a_new_dataset_with_a_recipe_needs_no_other_change(tmp_path, monkeypatch
     args += ["--size", "16", "--level", "9", "--workers", "1"]
     assert main(args) == 0
     man, _ = read_manifest(out, "toy")
-    assert man["params"] == {"dataset": "toy", "frames": 3, "size": 16, "fps": 1.0, "on_error": "raise", "level": 9}
+    expected = {"dataset": "toy", "profile": "raw", "frames": 3, "size": 16, "fps": 1.0, "on_error": "raise", "level": 9}
+    assert man["params"] == expected
     assert man["class_names"] == ["x", "y"] and man["split_source"] == "clips.txt"
-    frames, audio = np.load(out / "frames.npy"), np.load(out / "audio.npy")
-    assert frames.shape == (3, 3, 16, 16, 3) and (frames[:, 0] == 9).all() and not frames[:, 1:].any()
-    assert audio.shape == (3, 2, 3) and audio[:, 0, 0].tolist() == [0, 1, 1]
+    frames, audio = np.load(out / "visual.npy"), np.load(out / "audio.npy")
+    assert frames.shape == (3, 16, 16, 3) and (frames == 9).all()  # one frame per clip, no padding
+    assert audio.shape == (3, 1, 2, 3) and audio[:, 0, 0, 0].tolist() == [0, 1, 1]
     assert {k: [s.id for s in v] for k, v in read_samples(out, man).items()} == {"train": ["a", "b"], "test": ["c"]}

@@ -10,7 +10,7 @@ import torch
 
 from orchestrator.cli import main
 from trainables.data import DATASETS
-from trainables.data.io.prepare import PrepareParams
+from trainables.data.io.recipes import LayoutRecipe, PrepareParams
 from trainables.errors import DataError
 from trainables.models.classifier import ModelSpec
 from trainables.models.encoders import ENCODERS, build_encoder
@@ -20,7 +20,7 @@ from trainables.params import build_params
 
 ROOTLESS = [n for n in DATASETS.names() if not DATASETS.get(n).needs_root]
 FROM_FOLDER = [n for n in DATASETS.names() if DATASETS.get(n).needs_root]
-RECIPES = [n for n in DATASETS.names() if DATASETS.get(n).recipe is not None]
+RECIPES = [(n, p) for n in DATASETS.names() for p in DATASETS.get(n).recipes()]
 
 
 def listed_block(out: str, name: str) -> list[str]:
@@ -66,21 +66,28 @@ def test_folder_dataset_on_an_empty_root_is_a_data_error_naming_a_file(name, tmp
         DATASETS.get(name)().build(build_params(DATASETS.get(name).Params, {}), str(tmp_path), 0)
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_recipe_params_shapes_classes_and_command_options(name, capsys):
-    recipe = DATASETS.get(name).recipe
-    assert issubclass(recipe.Params, PrepareParams)
-    params = build_params(recipe.Params, {})
-    f, t = recipe.audio_shape(params)
-    assert f > 0 and t > 0
-    assert recipe.class_names and len(set(recipe.class_names)) == len(recipe.class_names)
-    assert recipe.raw_layout and recipe.lists_layout
+@pytest.mark.parametrize("name,profile", RECIPES, ids=[f"{n}-{p}" for n, p in RECIPES])
+def test_recipe_params_modalities_and_command_options(name, profile, capsys):
+    recipe = DATASETS.get(name).recipes()[profile]
+    assert issubclass(recipe.Params, PrepareParams) and recipe.profile == profile
+    params = recipe.make_params({}, {})
+    specs = recipe.modalities(params)
+    assert specs and all(s["kind"] in ("feature", "frames") for s in specs.values())
+    for spec in specs.values():
+        assert (
+            all(d > 0 for d in spec["shape"]) if spec["kind"] == "feature" else spec["pick"] in ("segments", "window", "single")
+        )
+    if isinstance(recipe, LayoutRecipe):  # the stored modalities are the layout's, in the model's order
+        assert list(specs) == list(DATASETS.get(name)().loaders(recipe.data_params(params.data, "raise")))
+    assert recipe.raw_layout and recipe.lists_layout and recipe.decoder
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
     usage = capsys.readouterr().out
     assert name in usage.split("supported:")[1].split(")")[0]
+    assert profile in " ".join(usage.split("what --raw holds")[1].split("--out OUT")[0].split())
     for field in dataclasses.fields(recipe.Params):
-        assert field.metadata.get("help") and f"--{field.name.replace('_', '-')}" in usage, field.name
+        assert field.metadata.get("help"), field.name
+        assert field.name == "data" or f"--{field.name.replace('_', '-')}" in usage, field.name
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 15), (3, 32, 32), (2, 3, 32, 32)], ids=["map", "image", "frames"])

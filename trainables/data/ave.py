@@ -9,6 +9,10 @@ AVE lists some videos more than once (several annotated events); as in DI-MML, a
 numbered in order of first appearance in ``testSet.txt``, as DI-MML does. AVE ships a validation
 list: it is the validation split
 unless ``official_val`` is false, in which case a stratified fraction of train is carved as usual.
+
+``profile: prepared`` reads the output of ``mmbal prepare ave`` (the layout above, decoded by these
+loaders; see :mod:`trainables.data.io.recipes`); it keeps valSet.txt's samples when prepared with
+``official_val`` (the default).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.assemble import RealDataParams
 from trainables.data.io.audio import FeatureFile
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FrameFolder
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.params import knob
 
 
 @dataclass(frozen=True)
 class AVEParams(RealDataParams):
+    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare ave` output")
     official_val: bool = knob(True, "use valSet.txt as the validation split (false: carve val_fraction of train)")
     audio_dir: str = knob("Audio-1004-SE", "spectrogram pickle folder under data_root")
     visual_dir: str = knob("Image-01-FPS-SE", "frame folders under data_root")
@@ -47,15 +54,12 @@ def _rows(path: Path, removed: dict[str, int], split: str) -> Iterator[Row | Sam
 
 
 @register_dataset("ave")
-class AVE(DatasetSpec):
+class AVE(LayoutDataset):
     Params = AVEParams
-    needs_root = True
 
-    def build(self, params: AVEParams, root: str | None, seed: int) -> DataBundle:
-        base = Path(root or ".")
-        issues = Issues(params.on_error)
+    def read_lists(self, params: AVEParams, root: Path, issues: Issues) -> Lists:
         classes: list[str] = []
-        for r in read_rows(base / "testSet.txt", SplitRows("&"), 2):
+        for r in read_rows(root / "testSet.txt", SplitRows("&"), 2):
             if isinstance(r, Row) and r.fields[1].lower() != "videoid" and r.fields[0] not in classes:
                 classes.append(r.fields[0])
         removed: dict[str, int] = {}
@@ -67,18 +71,23 @@ class AVE(DatasetSpec):
                     "label", f"{row.where}: category {cat!r} is not among the {len(classes)} categories of testSet.txt"
                 )
             files = {
-                "audio": require(safe_path(base, params.audio_dir, vid + ".pkl", where=row.where), row.where),
-                "visual": require(safe_path(base, params.visual_dir, vid, where=row.where), row.where, True),
+                "audio": require(safe_path(root, params.audio_dir, vid + ".pkl", where=row.where), row.where),
+                "visual": require(safe_path(root, params.visual_dir, vid, where=row.where), row.where, True),
             }
             return Sample(vid, classes.index(cat), row.where, files)
 
-        names = ("train", "val", "test") if params.official_val else ("train", "test")
-        splits = {s: collect(_rows(base / f"{s}Set.txt", removed, s), resolve, issues, s) for s in names}
-        nf = params.num_frames or 4
-        loaders = {
+        splits = {s: collect(_rows(root / f"{s}Set.txt", removed, s), resolve, issues, s) for s in self.prepared_splits(params)}
+        info = {"num_frames": params.num_frames or 4, "duplicates_removed": removed, "num_classes": len(classes)}
+        return Lists(splits, classes, info)
+
+    def loaders(self, params: AVEParams) -> dict[str, Loader]:
+        return {
             "audio": FeatureFile(257, params.audio_frames, time_first=False),
-            "visual": FrameFolder("visual", nf, params.image_size, params.augment),
+            "visual": FrameFolder("visual", params.num_frames or 4, params.image_size, params.augment),
         }
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {"dataset": "ave", "num_frames": nf, "duplicates_removed": removed, "num_classes": len(classes)}
-        return assemble(splits, loaders, modalities, classes, params, issues, info)
+
+    def prepared_frames(self, params: AVEParams) -> dict[str, int | None]:
+        return {"visual": params.num_frames}
+
+    def prepared_splits(self, params: AVEParams) -> tuple[str, ...]:
+        return ("train", "val", "test") if params.official_val else ("train", "test")

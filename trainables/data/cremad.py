@@ -15,12 +15,15 @@ Labels (all profiles, as the references): NEU HAP SAD FEA DIS ANG -> 0..5.
     only are unpickled); frames as ``ogm_ge``; 3 frames. (DI-MML draws its frames with a fixed
     ``np.random.seed(999)``, i.e. the same frames every epoch; we pick as for the other profiles.)
 ``prepared``
-    the output of ``mmbal prepare cremad`` (see :mod:`trainables.data.io.prepared`).
+    the output of ``mmbal prepare cremad`` from any of these layouts (``--profile ogm_ge``, ``mla``,
+    ``pmr``, ``dimml``: the profile's own loaders, see :mod:`trainables.data.io.recipes`) or from the
+    raw download (see :mod:`trainables.data.io.prepared`).
 
-Prepare recipe (:class:`CremaDRecipe`, ``mmbal prepare cremad``): ``RAW/AudioWAV/<clip>.wav`` and
-``RAW/VideoFlash/<clip>.flv``; the label is the third ``_`` field of the clip name. Audio: OGM-GE's
-log-STFT (:func:`trainables.data.io.audio.ogm_spectrogram`), ``[257, 188]``. Split: OGM-GE's
-``train.csv`` / ``test.csv`` when found in ``--lists`` (default RAW), else a seeded stratified one.
+Raw recipe (:class:`CremaDRecipe`, ``mmbal prepare cremad``, the default ``--profile raw``):
+``RAW/AudioWAV/<clip>.wav`` and ``RAW/VideoFlash/<clip>.flv``; the label is the third ``_`` field of
+the clip name. Audio: OGM-GE's log-STFT (:func:`trainables.data.io.audio.ogm_spectrogram`),
+``[257, 188]``. Split: OGM-GE's ``train.csv`` / ``test.csv`` when found in ``--lists`` (default RAW),
+else a seeded stratified one.
 
 Where the references differ from us: they silently drop listed clips whose files are missing (we
 raise, or skip and count with ``on_error: skip``); OGM-GE loads the first frames in directory order
@@ -38,13 +41,13 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.data.io import prepared
-from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.assemble import RealDataParams
 from trainables.data.io.audio import FeatureFile, WavSpectrogram, ogm_spectrogram, read_wav
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, holdout, register_dataset, stratified_split
+from trainables.data.io.base import holdout, register_dataset, stratified_split
 from trainables.data.io.frames import FrameFolder
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, safe_path
-from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, safe_path
+from trainables.data.io.recipes import RawClip, VideoParams, VideoRecipe
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 
@@ -107,7 +110,7 @@ def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: 
 
 
 @dataclass(frozen=True)
-class CremaDPrepareParams(PrepareParams):
+class CremaDPrepareParams(VideoParams):
     """``mmbal prepare cremad``: what decides the stored bytes besides the frames."""
 
     audio_rate: int = knob(22050, "log-STFT: resampling rate, Hz")
@@ -122,11 +125,12 @@ class CremaDPrepareParams(PrepareParams):
         _check_stft(self)
 
 
-class CremaDRecipe(PrepareRecipe):
+class CremaDRecipe(VideoRecipe):
     """Raw CREMA-D (WAV + FLV) -> OGM-GE's log-STFT and 1-fps frames."""
 
     Params = CremaDPrepareParams
     class_names = CLASSES
+    num_frames = 1  # as the ogm_ge profile
     raw_layout = "AudioWAV/*.wav + VideoFlash/*.flv"
     lists_layout = "OGM-GE's train.csv/test.csv, optional"
 
@@ -173,35 +177,31 @@ class CremaDRecipe(PrepareRecipe):
 
 
 @register_dataset("cremad")
-class CremaD(DatasetSpec):
+class CremaD(LayoutDataset):
     Params = CremaDParams
-    needs_root = True
     recipe = CremaDRecipe()
 
-    def build(self, params: CremaDParams, root: str | None, seed: int) -> DataBundle:
-        base = Path(root or ".")
-        issues = Issues(params.on_error)
-        size, aug = params.image_size, params.augment
-        if params.profile == "prepared":
-            return prepared.bundle(base, "cremad", params, params.num_frames or 1, issues)
-        list_tmpl, sep, adir, vdir, ref_frames = PROFILES[params.profile]
+    def read_lists(self, params: CremaDParams, root: Path, issues: Issues) -> Lists:
+        list_tmpl, sep, adir, vdir, _ = PROFILES[params.profile]
         adir, vdir = params.audio_dir or adir, params.visual_dir or vdir
-        nf = params.num_frames or ref_frames
-        splitter = (lambda s: s.split(sep)) if sep else (lambda s: s.split())
         splits = {}
         for split in ("train", "test"):
-            rows = read_rows(base / list_tmpl.format(split=split), splitter, 2)
-            splits[split] = collect(rows, _resolver(base, params.profile, split, adir, vdir), issues, split)
+            rows = read_rows(root / list_tmpl.format(split=split), SplitRows(sep), 2)
+            splits[split] = collect(rows, _resolver(root, params.profile, split, adir, vdir), issues, split)
+        return Lists(splits, list(CLASSES), {"audio_dir": adir, "visual_dir": vdir, "num_frames": self._frames(params)})
+
+    @staticmethod
+    def _frames(params: CremaDParams) -> int:
+        return params.num_frames or PROFILES[params.profile][4]
+
+    def loaders(self, params: CremaDParams) -> dict[str, Loader]:
+        audio: Loader
         if params.profile == "ogm_ge":
             audio = WavSpectrogram(params.audio_rate, params.audio_seconds, params.n_fft, params.hop, params.stft_pad)
         else:
             frames = params.audio_frames or (1024 if params.profile == "mla" else 1004)
             audio = FeatureFile(128 if params.profile == "mla" else 257, frames, time_first=params.profile == "mla")
-        loaders = {"audio": audio, "visual": FrameFolder("visual", nf, size, aug)}
-        info = {"dataset": "cremad", "profile": params.profile, "audio_dir": adir, "visual_dir": vdir, "num_frames": nf}
-        return self._bundle(splits, loaders, params, issues, info)
+        return {"audio": audio, "visual": FrameFolder("visual", self._frames(params), params.image_size, params.augment)}
 
-    @staticmethod
-    def _bundle(splits: dict, loaders: dict, params: CremaDParams, issues: Issues, info: dict) -> DataBundle:
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        return assemble(splits, loaders, modalities, list(CLASSES), params, issues, info)
+    def prepared_frames(self, params: CremaDParams) -> dict[str, int | None]:
+        return {"visual": params.num_frames}  # None: the stored default, i.e. the reference of the profile prepared from

@@ -14,9 +14,10 @@ indices 0..30 in both reference lists (class names are not in the lists; they ar
     drops clips with 3 frames or fewer; we keep them (frames repeat).
 
 ``prepared``
-    the output of ``mmbal prepare kinetics_sounds`` (see :mod:`trainables.data.io.prepared`).
+    the output of ``mmbal prepare kinetics_sounds`` from either layout (``--profile ogm_ge`` or
+    ``balancebench``) or from the raw videos (see :mod:`trainables.data.io.prepared`).
 
-Prepare recipe (:class:`KineticsSoundsRecipe`, ``mmbal prepare kinetics_sounds``): ``RAW/**/<clip>.mp4``
+Raw recipe (:class:`KineticsSoundsRecipe`, ``mmbal prepare kinetics_sounds``, ``--profile raw``): ``RAW/**/<clip>.mp4``
 (any folder depth) and OGM-GE's ``my_train.txt`` / ``my_test.txt`` (rows ``<clip>,10,<label index>``)
 in ``--lists`` (default RAW). Audio: the video's audio track at 16 kHz as the normalised Kaldi fbank
 of the MLA / Kinetics-Sounds features, stored ``[128, 1024]``; 10 frames at 1 fps by default.
@@ -33,13 +34,13 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.data.io import prepared
-from trainables.data.io.assemble import RealDataParams, assemble
+from trainables.data.io.assemble import RealDataParams
 from trainables.data.io.audio import FeatureFile, kaldi_fbank
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FrameFolder
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
-from trainables.data.io.prepare import PrepareParams, PrepareRecipe, RawClip
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.recipes import RawClip, VideoParams, VideoRecipe
 from trainables.data.io.video import decode_audio
 from trainables.errors import DataError
 from trainables.params import knob
@@ -55,9 +56,7 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class KineticsSoundsParams(RealDataParams):
-    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob(
-        "ogm_ge", "list layout of data_root (see the module doc)"
-    )
+    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob("ogm_ge", "list layout of data_root (see the module doc)")
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
@@ -67,7 +66,7 @@ class KineticsSoundsParams(RealDataParams):
 
 
 @dataclass(frozen=True)
-class KineticsSoundsPrepareParams(PrepareParams):
+class KineticsSoundsPrepareParams(VideoParams):
     """``mmbal prepare kinetics_sounds``: what decides the stored bytes besides the frames."""
 
     frames: int = knob(10, "frames stored per clip, 1 per second", ge=1)
@@ -76,11 +75,12 @@ class KineticsSoundsPrepareParams(PrepareParams):
     fbank_frames: int = knob(1024, "fbank: time frames after padding/cutting", ge=1)
 
 
-class KineticsSoundsRecipe(PrepareRecipe):
+class KineticsSoundsRecipe(VideoRecipe):
     """Kinetics-Sounds MP4s + OGM-GE's lists -> Kaldi fbank of the audio track and 1-fps frames."""
 
     Params = KineticsSoundsPrepareParams
     class_names = [str(i) for i in range(NUM_CLASSES)]
+    num_frames = 3
     raw_layout = "**/*.mp4"
     lists_layout = "OGM-GE's my_{train,test}.txt"
 
@@ -105,23 +105,15 @@ class KineticsSoundsRecipe(PrepareRecipe):
 
     def audio(self, clip: RawClip, p: KineticsSoundsPrepareParams) -> np.ndarray:
         x = decode_audio(Path(clip.files["video"]), p.fbank_rate, clip.where)
-        return kaldi_fbank(
-            x, p.fbank_rate, p.mel_bins, p.fbank_frames
-        ).T.numpy()  # stored [F, T] like every audio feature
+        return kaldi_fbank(x, p.fbank_rate, p.mel_bins, p.fbank_frames).T.numpy()  # stored [F, T] like every audio feature
 
 
 @register_dataset("kinetics_sounds")
-class KineticsSounds(DatasetSpec):
+class KineticsSounds(LayoutDataset):
     Params = KineticsSoundsParams
-    needs_root = True
     recipe = KineticsSoundsRecipe()
 
-    def build(self, params: KineticsSoundsParams, root: str | None, seed: int) -> DataBundle:
-        base = Path(root or ".")
-        issues = Issues(params.on_error)
-        nf = params.num_frames or 3
-        if params.profile == "prepared":
-            return prepared.bundle(base, "kinetics_sounds", params, nf, issues)
+    def read_lists(self, params: KineticsSoundsParams, root: Path, issues: Issues) -> Lists:
         tmpl, sep, col, adir, vdir = PROFILES[params.profile]
         tmpl, adir, vdir = params.list_file or tmpl, params.audio_dir or adir, params.visual_dir or vdir
         classes = [str(i) for i in range(params.num_classes)]
@@ -131,31 +123,22 @@ class KineticsSounds(DatasetSpec):
             def resolve(row: Row, split: str = split) -> Sample:
                 clip, label = row.fields[0], row.fields[col]
                 if not label.isdigit() or int(label) >= len(classes):
-                    raise SampleError(
-                        "label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}"
-                    )
+                    raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}")
                 files = {
-                    "audio": require(
-                        safe_path(base, adir.format(split=split), clip + ".npy", where=row.where), row.where
-                    ),
-                    "visual": require(
-                        safe_path(base, vdir.format(split=split), clip, where=row.where), row.where, True
-                    ),
+                    "audio": require(safe_path(root, adir.format(split=split), clip + ".npy", where=row.where), row.where),
+                    "visual": require(safe_path(root, vdir.format(split=split), clip, where=row.where), row.where, True),
                 }
                 return Sample(clip, int(label), row.where, files)
 
-            rows = read_rows(base / tmpl.format(split=split), SplitRows(sep), 3 if params.profile == "ogm_ge" else 2)
+            rows = read_rows(root / tmpl.format(split=split), SplitRows(sep), 3 if params.profile == "ogm_ge" else 2)
             splits[split] = collect(rows, resolve, issues, split)
-        loaders = {
+        return Lists(splits, classes, {"num_frames": params.num_frames or 3, "audio_dir": adir, "visual_dir": vdir})
+
+    def loaders(self, params: KineticsSoundsParams) -> dict[str, Loader]:
+        return {
             "audio": FeatureFile(params.mel_bins, params.audio_frames, time_first=True),
-            "visual": FrameFolder("visual", nf, params.image_size, params.augment),
+            "visual": FrameFolder("visual", params.num_frames or 3, params.image_size, params.augment),
         }
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {
-            "dataset": "kinetics_sounds",
-            "profile": params.profile,
-            "num_frames": nf,
-            "audio_dir": adir,
-            "visual_dir": vdir,
-        }
-        return assemble(splits, loaders, modalities, classes, params, issues, info)
+
+    def prepared_frames(self, params: KineticsSoundsParams) -> dict[str, int | None]:
+        return {"visual": params.num_frames or 3}  # 3 in every profile (a v1 folder does not record it)

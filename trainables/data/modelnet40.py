@@ -7,6 +7,9 @@ DI-MML lists it (``../modelnet40_images_new_12x/airplane/train/airplane_0001.obj
 ``list_prefix`` is removed, the rest is read under data_root, i.e. data_root is the
 ``modelnet40_images_new_12x`` folder) and ``<label>`` the 0-based index in the alphabetical class
 order below; the other view is found by replacing the last ``vNNN`` of the file name.
+
+``profile: prepared`` reads the output of ``mmbal prepare modelnet40`` (both views decoded by these
+loaders, before augmentation; see :mod:`trainables.data.io.recipes`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from trainables.data.io.assemble import RealDataParams, assemble
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.assemble import RealDataParams
+from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import ImageFile
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.errors import ConfigError
 from trainables.params import knob
 
@@ -33,6 +38,7 @@ VIEW = re.compile(r"v\d{3}")
 
 @dataclass(frozen=True)
 class ModelNet40Params(RealDataParams):
+    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare modelnet40` output")
     front_view: str = knob("v001", "view used as the front modality")
     rear_view: str = knob("v007", "view used as the rear modality")
     list_prefix: str = knob(
@@ -59,14 +65,10 @@ def view_path(path: str, view: str) -> str | None:
 
 
 @register_dataset("modelnet40")
-class ModelNet40(DatasetSpec):
+class ModelNet40(LayoutDataset):
     Params = ModelNet40Params
-    needs_root = True
 
-    def build(self, params: ModelNet40Params, root: str | None, seed: int) -> DataBundle:
-        base = Path(root or ".")
-        issues = Issues(params.on_error)
-
+    def read_lists(self, params: ModelNet40Params, root: Path, issues: Issues) -> Lists:
         def resolve(row: Row) -> Sample:
             path, label = row.fields[0], row.fields[1]
             path = path.removeprefix(params.list_prefix) if params.list_prefix else path
@@ -78,14 +80,14 @@ class ModelNet40(DatasetSpec):
                     "parse", f"{row.where}: {path!r} has no view tag (expected a file name like ..._v001.png)"
                 )
             files = {
-                "front": require(safe_path(base, front, where=row.where), row.where),
-                "rear": require(safe_path(base, rear, where=row.where), row.where),
+                "front": require(safe_path(root, front, where=row.where), row.where),
+                "rear": require(safe_path(root, rear, where=row.where), row.where),
             }
             return Sample(view_path(path, "v000") or path, int(label), row.where, files)
 
         lists = {"train": params.train_list, "test": params.test_list}
-        splits = {s: collect(read_rows(base / f, SplitRows("\t"), 2), resolve, issues, s) for s, f in lists.items()}
-        loaders = {m: ImageFile(m, params.image_size, params.augment) for m in ("front", "rear")}
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {"dataset": "modelnet40", "views": {"front": params.front_view, "rear": params.rear_view}}
-        return assemble(splits, loaders, modalities, list(CLASSES), params, issues, info)
+        splits = {s: collect(read_rows(root / f, SplitRows("\t"), 2), resolve, issues, s) for s, f in lists.items()}
+        return Lists(splits, list(CLASSES), {"views": {"front": params.front_view, "rear": params.rear_view}})
+
+    def loaders(self, params: ModelNet40Params) -> dict[str, Loader]:
+        return {m: ImageFile(m, params.image_size, params.augment) for m in ("front", "rear")}

@@ -8,23 +8,32 @@ Frames: ``jpegs_256/v_<...>/frame%06d.jpg`` (RGB, 1 frame by default) and
 as ``[k, 2, H, W]``, u and v as channels; a random window when training, the centred one
 otherwise). Modalities: ``rgb`` and ``flow``. DI-MML draws RGB frames inside the flow window with a
 fixed seed; our RGB pick is independent of the flow window (one frame per segment of the clip).
+
+``profile: prepared`` reads the output of ``mmbal prepare ucf101``. Its folders hold 25 frames per
+second, so prepare keeps ``--max-frames`` of them per clip (default 32; 0 keeps all): the RGB segment
+centres plus the evaluation frame, and for flow ``max_frames // flow_frames`` evenly spaced windows
+plus the centred one. Evaluation is unchanged; a training draw goes to the nearest kept frame or
+window (see :mod:`trainables.data.io.prepared`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from trainables.data.io.assemble import RealDataParams, assemble
-from trainables.data.io.base import DataBundle, DatasetSpec, ModalitySpec, register_dataset
+from trainables.data.io.assemble import RealDataParams
+from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FlowStack, FrameFolder
-from trainables.data.io.lists import Issues, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 
 
 @dataclass(frozen=True)
 class UCF101Params(RealDataParams):
+    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare ucf101` output")
     split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
     test_list: str | None = knob(
         None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)"
@@ -53,14 +62,11 @@ def read_classes(path: Path) -> list[str]:
 
 
 @register_dataset("ucf101")
-class UCF101(DatasetSpec):
+class UCF101(LayoutDataset):
     Params = UCF101Params
-    needs_root = True
 
-    def build(self, params: UCF101Params, root: str | None, seed: int) -> DataBundle:
-        base = Path(root or ".")
-        issues = Issues(params.on_error)
-        classes = read_classes(base / "classInd.txt")
+    def read_lists(self, params: UCF101Params, root: Path, issues: Issues) -> Lists:
+        classes = read_classes(root / "classInd.txt")
 
         def resolve(row: Row) -> Sample:
             rel = row.fields[0]
@@ -77,25 +83,24 @@ class UCF101(DatasetSpec):
             else:
                 raise SampleError("label", f"{row.where}: class {cls!r} is not in classInd.txt")
             files = {
-                "rgb": require(safe_path(base, params.rgb_dir, video, where=row.where), row.where, True),
-                "flow_u": require(safe_path(base, params.flow_dir, "u", video, where=row.where), row.where, True),
-                "flow_v": require(safe_path(base, params.flow_dir, "v", video, where=row.where), row.where, True),
+                "rgb": require(safe_path(root, params.rgb_dir, video, where=row.where), row.where, True),
+                "flow_u": require(safe_path(root, params.flow_dir, "u", video, where=row.where), row.where, True),
+                "flow_v": require(safe_path(root, params.flow_dir, "v", video, where=row.where), row.where, True),
             }
             return Sample(video, idx, row.where, files)
 
         splits = {
-            s: collect(read_rows(base / f"{s}list0{params.split}.txt", SplitRows(None), 1), resolve, issues, s)
+            s: collect(read_rows(root / f"{s}list0{params.split}.txt", SplitRows(None), 1), resolve, issues, s)
             for s in ("train", "test")
         }
-        loaders = {
+        info = {"split": params.split, "num_frames": params.num_frames or 1, "flow_frames": params.flow_frames}
+        return Lists(splits, classes, info)
+
+    def loaders(self, params: UCF101Params) -> dict[str, Loader]:
+        return {
             "rgb": FrameFolder("rgb", params.num_frames or 1, params.image_size, params.augment),
             "flow": FlowStack(params.flow_frames, params.image_size, params.augment),
         }
-        modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
-        info = {
-            "dataset": "ucf101",
-            "split": params.split,
-            "num_frames": params.num_frames or 1,
-            "flow_frames": params.flow_frames,
-        }
-        return assemble(splits, loaders, modalities, classes, params, issues, info)
+
+    def prepared_frames(self, params: UCF101Params) -> dict[str, int | None]:
+        return {"rgb": params.num_frames, "flow": params.flow_frames}

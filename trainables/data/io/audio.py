@@ -186,7 +186,25 @@ def load_feature(path: Path, where: str) -> np.ndarray:
     return arr
 
 
-class WavSpectrogram:
+class FeatureLoader:
+    """A loader whose output does not depend on ``train`` (no random crop or pick): ``mmbal prepare``
+    stores that output itself, as float16 (:mod:`trainables.data.io.prepared`)."""
+
+    def shape(self) -> tuple[int, ...]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, sample: Sample, train: bool) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepare_spec(self) -> dict[str, Any]:
+        return {"kind": "feature", "shape": list(self.shape())}
+
+    def store(self, sample: Sample, size: int, max_frames: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """The loader's own output for ``sample`` as float16 (frame knobs do not apply)."""
+        return self(sample, False).numpy().astype(np.float16), {}
+
+
+class WavSpectrogram(FeatureLoader):
     """Loader: ``sample.files["audio"]`` (a WAV) -> OGM-GE log-STFT ``[1, n_fft // 2 + 1, frames]``."""
 
     def __init__(
@@ -204,7 +222,7 @@ class WavSpectrogram:
         return ogm_spectrogram(x, rate, self.rate, self.seconds, self.n_fft, self.hop, self.pad_mode)[None]
 
 
-class FeatureFile:
+class FeatureFile(FeatureLoader):
     """Loader: a stored 2-D feature (``.npy`` / ``.pkl``) -> ``[1, F, T]`` with ``T`` padded/cut to ``frames``.
 
     Args:

@@ -4,8 +4,10 @@ A batch, after the default collate, is ``{"inputs": {modality: Tensor[B, ...]}, 
 "index": Tensor[B]}``, ``index`` being the sample's position in its split (``0 .. len(split) - 1``,
 what ``BalancingMethod.train_indices`` refers to). Each dataset module registers itself with
 ``@register_dataset("name")`` and declares a frozen ``Params`` dataclass (the ``data.*`` keys of a
-config). A dataset that can be prepared from a raw download (``mmbal prepare NAME``) also sets
-``recipe`` (a :class:`~trainables.data.io.prepare.PrepareRecipe`) in its own module.
+config). A dataset that can be prepared from a raw download (``mmbal prepare NAME --profile raw``) also
+sets ``recipe`` (a :class:`~trainables.data.io.recipes.VideoRecipe`) in its own module; the datasets
+read from a folder derive from :class:`~trainables.data.io.layout.LayoutDataset`, which adds a recipe
+per layout profile.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from trainables.params import NoParams
 from trainables.registry import Registry
 
 if TYPE_CHECKING:  # only the type: the writer imports this module (through prepared and assemble)
-    from trainables.data.io.prepare import PrepareRecipe
+    from trainables.data.io.recipes import PrepareRecipe
 
 DATASETS: Registry[type[DatasetSpec]] = Registry("dataset")
 register_dataset = DATASETS.register
@@ -65,10 +67,15 @@ class DatasetSpec:
     Params: ClassVar[type] = NoParams
     name: ClassVar[str] = ""
     needs_root: ClassVar[bool] = False  # True for datasets read from a user folder
-    recipe: ClassVar[PrepareRecipe | None] = None  # the `mmbal prepare` hook; None: no recipe
+    recipe: ClassVar[PrepareRecipe | None] = None  # `mmbal prepare --profile raw`; None: no raw recipe
 
     def build(self, params: Any, root: str | None, seed: int) -> DataBundle:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def recipes(cls) -> dict[str, PrepareRecipe]:
+        """``mmbal prepare`` recipes by ``--profile`` name (``raw``: the raw download)."""
+        return {"raw": cls.recipe} if cls.recipe is not None else {}
 
 
 class TensorDictDataset(Dataset):

@@ -1,19 +1,12 @@
 """Writer of the prepared layout that :mod:`trainables.data.io.prepared` reads: a dataset's prepare
-recipe applied to its raw download (``mmbal prepare``).
+recipe (:mod:`trainables.data.io.recipes`) applied to a folder (``mmbal prepare``).
 
-A dataset with a recipe sets ``DatasetSpec.recipe`` to a :class:`PrepareRecipe`: which clips the raw
-folder holds and their split, how one clip's audio feature is computed and its stored shape, the
-class names, and a ``Params`` dataclass with every knob that decides the stored bytes. Frames are
-decoded the same way for every recipe: with PyAV at ``fps`` (the centre of each ``1 / fps``
-interval, up to ``frames`` of them), resized to ``size`` x ``size`` and stored as uint8; audio
-features are stored as float16.
-
-Resumable and idempotent: each clip is first written to ``OUT/.work/<clip>.npz`` (or
-``<clip>.skip.json``) atomically; a rerun skips finished clips (and refuses a ``.work`` made with
-other params). When every clip is done, the arrays and ``samples.json`` are written under temporary
-names and renamed, and ``manifest.json`` (params, library versions, sha256 of every file) comes
-last; then ``.work`` is removed. A finished folder with the same params is left untouched; other
-params are refused.
+Resumable and idempotent: each clip is first written to ``OUT/.work/<key>.npz`` (or
+``<key>.skip.json``) atomically, ``<key>`` a hash of its split and id; a rerun skips finished clips
+(and refuses a ``.work`` made with other params). When every clip is done, one array per modality and
+``samples.json`` are written under temporary names and renamed, and ``manifest.json`` (params,
+library versions, sha256 of every file) comes last; then ``.work`` is removed. A finished folder with
+the same params is left untouched; other params are refused.
 """
 
 from __future__ import annotations
@@ -24,116 +17,54 @@ import os
 import platform
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 
 from trainables.data.io.lists import SampleError
 from trainables.data.io.prepared import FORMAT, VERSION
-from trainables.data.io.video import decode_frames
+from trainables.data.io.recipes import Plan, PrepareParams, PrepareRecipe, RawClip
 from trainables.errors import ConfigError, DataError
-from trainables.params import check_bounds, knob
 from trainables.reporting import atomic_write_text
 
-
-@dataclass(frozen=True)
-class PrepareParams:
-    """Knobs of every recipe; a recipe's ``Params`` subclass adds its own. All of them are recorded in
-    the manifest, and a rerun must match them. ``mmbal prepare`` offers each as ``--field-name``."""
-
-    frames: int = knob(3, "frames stored per clip, 1 per second", ge=1)
-    size: int = knob(224, "side of the stored square frames", ge=16)
-    fps: float = knob(1.0, "frames decoded per second of video", gt=0)
-    on_error: Literal["raise", "skip"] = knob("raise", "a bad clip stops, or is skipped and recorded")
-
-    def __post_init__(self) -> None:
-        check_bounds(self)  # also when built in code rather than from the command line
+DTYPES = {"feature": np.float16, "frames": np.uint8}
 
 
-@dataclass(frozen=True)
-class RawClip:
-    """One clip to prepare: its id, class index, official split, raw files by role, and where it was
-    found (for error messages)."""
-
-    id: str
-    label: int
-    split: str
-    where: str
-    files: dict[str, str]
-
-
-class PrepareRecipe:
-    """A dataset's prepare hook (set an instance as ``DatasetSpec.recipe``).
-
-    Attributes:
-        Params: frozen dataclass, a subclass of :class:`PrepareParams`.
-        class_names: one name per class index (recorded in the manifest).
-        raw_layout: what ``--raw`` holds, for the command's help.
-        lists_layout: what ``--lists`` holds, for the command's help.
-    """
-
-    Params: ClassVar[type[PrepareParams]] = PrepareParams
-    class_names: ClassVar[list[str]] = []
-    raw_layout: ClassVar[str] = ""
-    lists_layout: ClassVar[str] = ""
-
-    def clips(self, raw: Path, lists: Path, p: Any) -> tuple[list[RawClip], str]:  # pragma: no cover - abstract
-        """The clips of a raw folder, in stored order, and where their split came from.
-
-        Raises:
-            DataError: the raw folder or a list is unusable.
-        """
-        raise NotImplementedError
-
-    def audio_shape(self, p: Any) -> tuple[int, int]:  # pragma: no cover - abstract
-        """``[F, T]`` of the stored audio feature."""
-        raise NotImplementedError
-
-    def audio(self, clip: RawClip, p: Any) -> np.ndarray:  # pragma: no cover - abstract
-        """The ``[F, T]`` audio feature of one clip (raises :class:`SampleError`)."""
-        raise NotImplementedError
-
-    def frames(self, clip: RawClip, p: Any) -> np.ndarray:
-        """Up to ``p.frames`` uint8 frames ``[n, size, size, 3]`` of ``clip.files["video"]``."""
-        return decode_frames(Path(clip.files["video"]), p.frames, p.fps, p.size, clip.where)
-
-    def decode(self, clip: RawClip, p: Any) -> dict[str, np.ndarray]:
-        """What is stored for one clip (raises :class:`SampleError`)."""
-        audio = self.audio(clip, p).astype(np.float16)
-        return {"audio": audio, "frames": self.frames(clip, p)}
-
-
-def recorded_params(dataset: str, p: PrepareParams) -> dict[str, Any]:
+def recorded_params(dataset: str, recipe: PrepareRecipe, p: PrepareParams) -> dict[str, Any]:
     """The params as the manifest records them (and as a rerun must match them)."""
-    return {"dataset": dataset, **asdict(p)}
+    return {"dataset": dataset, "profile": recipe.profile, **asdict(p)}
+
+
+def work_key(clip: RawClip) -> str:
+    """A file name for a clip's work files (ids may hold ``/``; a clip may be listed in two splits)."""
+    return hashlib.sha256(f"{clip.split}\0{clip.id}".encode()).hexdigest()[:24]
 
 
 def _work_one(args: tuple[RawClip, PrepareRecipe, PrepareParams, str]) -> str:
     clip, recipe, p, work = args
-    base = Path(work) / clip.id
+    base = Path(work) / work_key(clip)
     try:
-        arrays = recipe.decode(clip, p)
+        stored = recipe.decode(clip, p)
     except SampleError as err:
         if p.on_error == "raise":
             return f"error:{err}"
-        atomic_write_text(base.with_suffix(".skip.json"), json.dumps({"kind": err.kind, "message": str(err)}))
+        atomic_write_text(base.with_suffix(".skip.json"), json.dumps({"id": clip.id, "kind": err.kind, "message": str(err)}))
         return "skipped"
-    tmp = base.with_name(f".{clip.id}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, base.with_suffix(".npz"))
+    meta = {m: {**entry, "shape": list(arr.shape)} for m, (arr, entry) in stored.items()}
+    tmp = base.with_name(f".{base.name}.tmp.npz")
+    np.savez(tmp, **{m: arr for m, (arr, _) in stored.items()}, __meta__=np.array(json.dumps(meta)))
+    os.replace(tmp, base.with_suffix(".npz"))  # the clip is done once this name exists
     return "done"
 
 
 def _check(results: Iterable[str]) -> None:
     for r in results:
         if r.startswith("error:"):
-            raise DataError(
-                r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)"
-            )
+            raise DataError(r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)")
 
 
 def sha256(path: Path) -> str:
@@ -147,7 +78,7 @@ def sha256(path: Path) -> str:
 def versions() -> dict[str, str]:
     """Versions of the libraries that decide the prepared bytes."""
     out = {"python": platform.python_version()}
-    for pkg in ("mmbal", "numpy", "torch", "torchaudio", "av", "pillow"):
+    for pkg in ("mmbal", "numpy", "torch", "torchvision", "torchaudio", "av", "pillow"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -155,68 +86,84 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _write_arrays(
-    out: Path, work: Path, done: list[RawClip], audio_shape: tuple[int, ...], p: PrepareParams
-) -> list[dict]:
-    """``audio.npy``, ``frames.npy`` and ``samples.json`` from the finished clips (renamed into place)."""
-    tmp_a, tmp_f = out / ".audio.npy.tmp", out / ".frames.npy.tmp"
-    audio = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=np.float16, shape=audio_shape)
-    frames = np.lib.format.open_memmap(tmp_f, mode="w+", dtype=np.uint8, shape=(len(done), p.frames, p.size, p.size, 3))
+def _array_shapes(work: Path, done: list[RawClip], specs: dict[str, dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """The shape of each modality's array, checking that every clip fits it (one line naming the clip)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    first: dict[str, tuple[str, list[int]]] = {}
+    rows = dict.fromkeys(specs, 0)
+    for clip in done:
+        with np.load(work / f"{work_key(clip)}.npz") as z:
+            meta = json.loads(str(z["__meta__"]))
+        for m, spec in specs.items():
+            shape = meta[m]["shape"]
+            item = shape if spec["kind"] == "feature" else shape[1:]
+            ref = first.setdefault(m, (clip.id, item))
+            if item != ref[1]:
+                hint = "; pass --size to store frames at one size" if spec["kind"] == "frames" else ""
+                raise DataError(f"{clip.where}: {m} of {clip.id} has shape {item}, of {ref[0]} {ref[1]}{hint}")
+            rows[m] += 1 if spec["kind"] == "feature" else shape[0]
+    for m in specs:
+        shapes[m] = (rows[m], *first[m][1])
+    return shapes
+
+
+def _write_arrays(out: Path, work: Path, done: list[RawClip], specs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``<modality>.npy`` and ``samples.json`` from the finished clips (written aside, then renamed)."""
+    shapes = _array_shapes(work, done, specs)
+    arrays = {
+        m: np.lib.format.open_memmap(out / f".{m}.npy.tmp", mode="w+", dtype=DTYPES[spec["kind"]], shape=shapes[m])
+        for m, spec in specs.items()
+    }
+    cursor = dict.fromkeys(specs, 0)
     samples = []
-    for i, clip in enumerate(done):
-        with np.load(work / f"{clip.id}.npz") as z:
-            audio[i] = z["audio"]
-            n = len(z["frames"])
-            frames[i, :n] = z["frames"]
-        samples.append({"id": clip.id, "label": clip.label, "split": clip.split, "frames": n})
-    audio.flush()
-    frames.flush()
-    del audio, frames
-    os.replace(tmp_a, out / "audio.npy")
-    os.replace(tmp_f, out / "frames.npy")
+    for clip in done:
+        with np.load(work / f"{work_key(clip)}.npz") as z:
+            meta = json.loads(str(z["__meta__"]))
+            entries = {}
+            for m, arr in arrays.items():
+                x = z[m]
+                n = 1 if specs[m]["kind"] == "feature" else len(x)
+                arr[cursor[m] : cursor[m] + n] = x
+                entries[m] = {"row": cursor[m], **{k: v for k, v in meta[m].items() if k != "shape"}}
+                cursor[m] += n
+        samples.append({"id": clip.id, "label": clip.label, "split": clip.split, "modalities": entries})
+    for arr in arrays.values():
+        arr.flush()
+    arrays.clear()  # close the maps before renaming
+    for m in specs:
+        os.replace(out / f".{m}.npy.tmp", out / f"{m}.npy")
     atomic_write_text(out / "samples.json", json.dumps(samples))
     return samples
 
 
-def _assemble(
-    out: Path,
-    work: Path,
-    dataset: str,
-    recipe: PrepareRecipe,
-    clips: list[RawClip],
-    split_source: str,
-    p: PrepareParams,
-) -> dict[str, Any]:
-    done = [c for c in clips if (work / f"{c.id}.npz").is_file()]
-    skipped = [
-        json.loads((work / f"{c.id}.skip.json").read_text()) for c in clips if (work / f"{c.id}.skip.json").is_file()
-    ]
+def _assemble(out: Path, work: Path, dataset: str, recipe: PrepareRecipe, plan: Plan, p: PrepareParams) -> dict[str, Any]:
+    done = [c for c in plan.clips if (work / f"{work_key(c)}.npz").is_file()]
+    skipped = [json.loads(f.read_text()) for c in plan.clips if (f := work / f"{work_key(c)}.skip.json").is_file()]
     if not done:
         raise DataError(f"{out}: every clip was skipped; nothing to prepare")
-    a_shape = (len(done), *recipe.audio_shape(p))
-    v_shape = [len(done), p.frames, p.size, p.size, 3]
-    samples = _write_arrays(out, work, done, a_shape, p)
+    specs = recipe.modalities(p)
+    samples = _write_arrays(out, work, done, specs)
+    shapes = {m: list(np.load(out / f"{m}.npy", mmap_mode="r").shape) for m in specs}
+    modalities = {
+        m: {**spec, "file": f"{m}.npy", "dtype": np.dtype(DTYPES[spec["kind"]]).name, "shape": shapes[m],
+            "sha256": sha256(out / f"{m}.npy")}
+        for m, spec in specs.items()
+    }  # fmt: skip
     return {
         "format": FORMAT,
         "version": VERSION,
         "dataset": dataset,
-        "class_names": list(recipe.class_names),
-        "params": recorded_params(dataset, p),
+        "profile": recipe.profile,
+        "class_names": list(plan.class_names),
+        "params": recorded_params(dataset, recipe, p),
         "versions": versions(),
-        "decoder": "PyAV (FFmpeg)",
-        "split_source": split_source,
-        "sizes": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "test")},
+        "decoder": recipe.decoder,
+        "split_source": plan.split_source,
+        "notes": plan.notes,
+        "sizes": {s: sum(1 for x in samples if x["split"] == s) for s in dict.fromkeys(x["split"] for x in samples)},
         "skipped": skipped,
         "samples_sha256": sha256(out / "samples.json"),
-        "arrays": {
-            "audio": {
-                "file": "audio.npy",
-                "dtype": "float16",
-                "shape": list(a_shape),
-                "sha256": sha256(out / "audio.npy"),
-            },
-            "visual": {"file": "frames.npy", "dtype": "uint8", "shape": v_shape, "sha256": sha256(out / "frames.npy")},
-        },
+        "modalities": modalities,
     }
 
 
@@ -246,42 +193,42 @@ def prepare(
     workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run (or resume) the preparation of ``dataset`` with its ``recipe``; returns the manifest.
+    """Run (or resume) the preparation of ``dataset`` with ``recipe``; returns the manifest.
 
     Args:
         dataset: the registered name, recorded in the manifest (the reader checks it).
-        recipe: the dataset's :class:`PrepareRecipe`.
-        raw: the raw download; lists: folder of the official lists (default ``raw``).
+        recipe: one of the dataset's recipes (``DatasetSpec.recipes()``).
+        raw: the folder to prepare; lists: folder of the official lists (default ``raw``).
         out: output folder; p: an instance of ``recipe.Params``.
         workers: decoding processes (clips are independent).
         log: progress lines.
 
     Raises:
         ConfigError: ``out`` holds a finished preparation, or an unfinished one, with other params.
-        DataError: the raw folder is unusable, or a clip is bad and ``on_error`` is ``raise``.
+        DataError: the folder is unusable, a clip is bad and ``on_error`` is ``raise``, or clips do not
+            fit one array (frames of several sizes stored as decoded).
     """
     manifest_path = out / "manifest.json"
-    recorded = recorded_params(dataset, p)
+    recorded = recorded_params(dataset, recipe, p)
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if old.get("params") == recorded:
             log(f"{out} is already prepared with these params (manifest {sha256(manifest_path)[:12]}); nothing to do")
             return old
-        raise ConfigError(
-            "--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out"
-        )
-    clips, split_source = recipe.clips(Path(raw), Path(lists or raw), p)
+        raise ConfigError("--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out")
+    plan = recipe.plan(Path(raw), Path(lists or raw), p)
     work = _start_work(out, recorded)
-    todo = [c for c in clips if not (work / f"{c.id}.npz").is_file() and not (work / f"{c.id}.skip.json").is_file()]
-    log(f"prepare {dataset}: {len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to do")
+    todo = [c for c in plan.clips if not any((work / f"{work_key(c)}{ext}").is_file() for ext in (".npz", ".skip.json"))]
+    done = len(plan.clips) - len(todo)
+    log(f"prepare {dataset} ({recipe.profile}): {len(plan.clips)} clips, {done} already done, {len(todo)} to do")
     jobs = [(c, recipe, p, str(work)) for c in todo]
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:
             _check(pool.imap_unordered(_work_one, jobs, chunksize=4))
     else:
         _check(map(_work_one, jobs))
-    manifest = _assemble(out, work, dataset, recipe, clips, split_source, p)
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+    manifest = _assemble(out, work, dataset, recipe, plan, p)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {manifest_path}: {manifest['sizes']}, skipped {len(manifest['skipped'])}")
     return manifest
