@@ -22,6 +22,7 @@ from fixtures_data import (
     build_ucf101,
     write_image,
 )
+from PIL import Image
 
 from orchestrator.cli import main
 from trainables.config import resolve
@@ -45,6 +46,15 @@ CASES = {
     "ucf101-dimml": ("ucf101", "dimml", lambda r: build_ucf101(r, train=2)),
     "modelnet40-dimml": ("modelnet40", "dimml", lambda r: build_modelnet40(r, train=2)),
 }
+
+
+def texture(root):
+    """Give every fixture image a seeded random texture (flat images would hide a wrong crop, flip or resize)."""
+    for k, path in enumerate(sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))):
+        with Image.open(path) as im:
+            a = np.asarray(im, dtype=np.int16)
+        noise = np.random.default_rng(k).integers(-60, 60, a.shape)
+        Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8), im.mode).save(path, quality=95)
 
 
 def build(name, root, **data):
@@ -74,6 +84,7 @@ def feature_modalities(bundle):
 def test_prepared_samples_equal_the_layout_loaders(case, tmp_path):
     name, profile, make = CASES[case]
     make(tmp_path / "raw")
+    texture(tmp_path / "raw")
     per = build(name, tmp_path / "raw", profile=profile)
     assert prepare(name, profile, tmp_path / "raw", tmp_path / "out", "--size", "0") == 0
     fast = build(name, tmp_path / "out", profile="prepared")
@@ -95,17 +106,18 @@ def test_prepared_samples_equal_the_layout_loaders(case, tmp_path):
 
 def test_frames_stored_at_the_image_size_give_the_same_evaluation_samples(tmp_path):
     build_cremad_ogm(tmp_path / "raw", train=2)
-    per = build("cremad", tmp_path / "raw", num_frames=2)
-    assert prepare("cremad", "ogm_ge", tmp_path / "raw", tmp_path / "out", "--size", "32") == 0
-    assert np.load(tmp_path / "out" / "visual.npy", mmap_mode="r").shape[1:] == (32, 32, 3)
-    fast = build("cremad", tmp_path / "out", profile="prepared", num_frames=2)
+    texture(tmp_path / "raw")
+    per = build("cremad", tmp_path / "raw", num_frames=2, image_size=16)  # 20 x 20 frames resized down
+    assert prepare("cremad", "ogm_ge", tmp_path / "raw", tmp_path / "out", "--size", "16") == 0
+    assert np.load(tmp_path / "out" / "visual.npy", mmap_mode="r").shape[1:] == (16, 16, 3)
+    fast = build("cremad", tmp_path / "out", profile="prepared", num_frames=2, image_size=16)
     for split in ("val", "test"):  # evaluation: the stored frame is the resized one the loader computes
         a, b = getattr(per, split), getattr(fast, split)
         for i in range(len(a)):
             assert torch.equal(a[i]["inputs"]["visual"], b[i]["inputs"]["visual"])
             assert torch.equal(a[i]["inputs"]["audio"].half().float(), b[i]["inputs"]["audio"])
-    x = fast.train[0]["inputs"]["visual"]  # training crops are cut from the stored 32 x 32 frames
-    assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
+    x = fast.train[0]["inputs"]["visual"]  # training crops are cut from the stored 16 x 16 frames
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
 
 
 def grey_index(x):
