@@ -104,7 +104,7 @@ def test_prepared_samples_equal_the_layout_loaders(case, tmp_path):
                 assert torch.equal(want, y[m]), f"{split}[{i}] {m} train={train}"
 
 
-def test_frames_stored_at_the_image_size_give_the_same_evaluation_samples(tmp_path):
+def test_frames_stored_at_the_image_size_give_the_same_evaluation_samples(tmp_path, caplog):
     build_cremad_ogm(tmp_path / "raw", train=2)
     texture(tmp_path / "raw")
     per = build("cremad", tmp_path / "raw", num_frames=2, image_size=16)  # 20 x 20 frames resized down
@@ -118,6 +118,9 @@ def test_frames_stored_at_the_image_size_give_the_same_evaluation_samples(tmp_pa
             assert torch.equal(a[i]["inputs"]["audio"].half().float(), b[i]["inputs"]["audio"])
     x = fast.train[0]["inputs"]["visual"]  # training crops are cut from the stored 16 x 16 frames
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    assert fast.info["stored_frame_size"] == {"visual": [16, 16]} and not caplog.records
+    build("cremad", tmp_path / "out", profile="prepared", image_size=24)
+    assert "visual frames are stored at 16 x 16 and resized again to data.image_size 24" in caplog.text
 
 
 def grey_index(x):

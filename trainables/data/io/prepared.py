@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from trainables.data.io.frames import ImageTransform, flow_window, pick_frames
 from trainables.data.io.lists import Issues, Sample
 from trainables.errors import DataError
 
+log = logging.getLogger("mmbal.data")
 FORMAT = "mmbal-prepared"
 VERSION = 2
 
@@ -196,6 +198,25 @@ def _check_windows(root: Path, name: str, entry: dict[str, Any], k: int, samples
         )
 
 
+def _warn_resize(root: Path, stored: dict[str, list[int]], image_size: int, prepared_size: int | None) -> None:
+    """Frames resized at prepare time and again to another ``image_size``: say so (evaluation samples
+    then differ from the per-sample path's by the second resampling)."""
+    if not prepared_size:  # stored as decoded: the same resize as the per-sample path
+        return
+    for m, hw in stored.items():
+        if list(hw) != [image_size, image_size]:
+            log.warning(
+                "%s: %s frames are stored at %s x %s and resized again to data.image_size %s; "
+                "`mmbal prepare --size %s` stores them at that size (evaluation samples then equal the layout's)",
+                root,
+                m,
+                hw[0],
+                hw[1],
+                image_size,
+                image_size,
+            )
+
+
 def open_loaders(root: Path, man: dict[str, Any], frames: dict[str, int | None], size: int, augment: bool) -> dict[str, Any]:
     """One loader per stored modality, in stored order; ``frames[m]`` overrides the stored frames per sample."""
     loaders: dict[str, Any] = {}
@@ -239,12 +260,15 @@ def bundle(
     for name, f in loaders.items():
         if isinstance(f, PreparedFrames):
             _check_windows(root, name, man["modalities"][name], f.k, (s for split in splits for s in stored[split]))
+    frame_hw = {m: man["modalities"][m]["shape"][-3:-1] for m, f in loaders.items() if isinstance(f, PreparedFrames)}
+    _warn_resize(root, frame_hw, params.image_size, (man.get("params") or {}).get("size"))
     modalities = {m: ModalitySpec(tuple(f.shape()), "resnet18") for m, f in loaders.items()}
     info = {
         "dataset": dataset,
         "profile": "prepared",
         "prepared_from": man.get("profile", "raw"),
         "num_frames": {m: f.k for m, f in loaders.items() if isinstance(f, PreparedFrames)},
+        "stored_frame_size": frame_hw,
         "manifest_sha256": sha,
         "prepare_params": man.get("params"),
         "prepare_skipped": man.get("skipped"),
