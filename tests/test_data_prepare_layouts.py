@@ -9,6 +9,8 @@ the per-sample value rounded to float16 is exactly the prepared one); and, with 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from fixtures_data import (
     build_kinetics_sounds,
     build_modelnet40,
     build_ucf101,
+    write_frames,
     write_image,
 )
 from PIL import Image
@@ -27,9 +30,14 @@ from PIL import Image
 from orchestrator.cli import main
 from trainables.config import resolve
 from trainables.data import DATASETS
-from trainables.data.io.frames import pick_frames
+from trainables.data.io.assemble import RealDataParams
+from trainables.data.io.audio import FeatureLoader
+from trainables.data.io.frames import FrameFolder, pick_frames
+from trainables.data.io.layout import LayoutDataset, Lists
+from trainables.data.io.lists import Sample
 from trainables.data.io.prepared import nearest
 from trainables.errors import DataError
+from trainables.params import knob
 
 CASES = {
     "cremad-ogm_ge": ("cremad", "ogm_ge", lambda r: build_cremad_ogm(r, train=2)),
@@ -248,3 +256,56 @@ def test_interrupted_layout_prepare_resumes_to_identical_output(tmp_path, monkey
     assert len(calls) == 9 and len(set(calls)) == 9  # the 4 finished clips were not decoded again
     for f in ("audio.npy", "visual.npy", "samples.json"):
         assert (tmp_path / "cut" / f).read_bytes() == (tmp_path / "straight" / f).read_bytes()
+
+
+class Signal(FeatureLoader):
+    """A feature loader of the toy layout: ``<id>.npy`` holding a [2, 3] array."""
+
+    def shape(self):
+        return (2, 3)
+
+    def __call__(self, sample, train):
+        return torch.from_numpy(np.load(sample.files["sig"]).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class ToyParams(RealDataParams):
+    profile: Literal["flat", "prepared"] = knob("flat", "flat: clips.txt + <id>.npy + <id>/ frames")
+
+
+class ToyLayout(LayoutDataset):
+    """A dataset declared outside trainables/data: its lists and loaders are all `mmbal prepare` needs."""
+
+    Params = ToyParams
+    name = "toy_layout"
+
+    def read_lists(self, params, root, issues):
+        splits = {}
+        for line in (root / "clips.txt").read_text().split():
+            i, label, split = line.split(",")
+            splits.setdefault(split, []).append(
+                Sample(i, int(label), f"clips.txt: {i}", {"sig": root / f"{i}.npy", "cam": root / i})
+            )
+        return Lists(splits, ["x", "y"])
+
+    def loaders(self, params):
+        return {"sig": Signal(), "cam": FrameFolder("cam", 2, params.image_size, params.augment)}
+
+
+def test_a_new_layout_dataset_is_preparable_with_no_other_change(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS._items, "toy_layout", ToyLayout)  # what @register_dataset does in its own file
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [f"c{k},{k % 2},{'test' if k < 2 else 'train'}" for k in range(8)]
+    (raw / "clips.txt").write_text("\n".join(rows))
+    for k in range(8):
+        np.save(raw / f"c{k}.npy", np.full((2, 3), k / 3, np.float32))
+        write_frames(raw / f"c{k}", 3 + k % 2, size=18)
+    assert prepare("toy_layout", "flat", raw, tmp_path / "out", "--size", "0") == 0
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert list(man["modalities"]) == ["sig", "cam"] and man["modalities"]["cam"]["shape"] == [28, 18, 18, 3]
+    per, fast = build("toy_layout", raw), build("toy_layout", tmp_path / "out", profile="prepared")
+    assert_same_splits(per, fast)
+    for i in range(len(per.test)):
+        assert torch.equal(fast.test[i]["inputs"]["sig"], per.test[i]["inputs"]["sig"].half().float())
+        assert torch.equal(fast.test[i]["inputs"]["cam"], per.test[i]["inputs"]["cam"])
