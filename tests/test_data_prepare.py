@@ -60,13 +60,20 @@ def test_prepared_layout_and_manifest(raw, prepared):
     assert sorted(p.name for p in prepared.iterdir()) == ["audio.npy", "manifest.json", "samples.json", "visual.npy"]
     assert man["format"] == "mmbal-prepared" and man["version"] == 2 and man["sizes"] == {"train": 12, "test": 6}
     assert man["params"]["size"] == 32 and man["versions"]["av"] != "not installed" and man["skipped"] == []
-    assert man["profile"] == "raw" and man["params"]["profile"] == "raw" and list(man["modalities"]) == ["audio", "visual"]
+    assert (
+        man["profile"] == "raw" and man["params"]["profile"] == "raw" and list(man["modalities"]) == ["audio", "visual"]
+    )
     for key in ("audio", "visual"):
         arr = man["modalities"][key]
         assert sha(prepared / arr["file"]) == arr["sha256"]
         loaded = np.load(prepared / arr["file"], mmap_mode="r")
         assert list(loaded.shape) == arr["shape"] and loaded.dtype == np.dtype(arr["dtype"])
-    assert man["modalities"]["audio"]["shape"] == [18, 1, 257, 188] and man["modalities"]["visual"]["shape"] == [36, 32, 32, 3]
+    assert man["modalities"]["audio"]["shape"] == [18, 1, 257, 188] and man["modalities"]["visual"]["shape"] == [
+        36,
+        32,
+        32,
+        3,
+    ]
     samples = json.loads((prepared / "samples.json").read_text())
     assert all(s["modalities"]["visual"]["n"] == 2 for s in samples)  # 2.5 s at 1 fps: frames at 0.5 s and 1.5 s
     assert [s["modalities"]["visual"]["row"] for s in samples] == list(range(0, 36, 2))  # frames one clip after another
@@ -151,7 +158,9 @@ def test_ogm_ge_lists_decide_the_split_and_bad_raw_folders_are_one_line(tmp_path
         "dataset: mmbal prepare supports: ave, cremad, kinetics_sounds, modelnet40, ucf101 (got 'mfeat')"
         in capsys.readouterr().err
     )
-    assert main(["prepare", "ave", "--raw", str(tmp_path / "raw"), "--profile", "raw", "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(["prepare", "ave", "--raw", str(tmp_path / "raw"), "--profile", "raw", "--out", str(tmp_path / "y")]) == 2
+    )
     assert "--profile: ave is prepared from: dimml (got 'raw')" in capsys.readouterr().err
 
 
@@ -224,7 +233,15 @@ def test_a_new_dataset_with_a_recipe_needs_no_other_change(tmp_path, monkeypatch
     args += ["--size", "16", "--level", "9", "--workers", "1"]
     assert main(args) == 0
     man, _ = read_manifest(out, "toy")
-    expected = {"dataset": "toy", "profile": "raw", "frames": 3, "size": 16, "fps": 1.0, "on_error": "raise", "level": 9}
+    expected = {
+        "dataset": "toy",
+        "profile": "raw",
+        "frames": 3,
+        "size": 16,
+        "fps": 1.0,
+        "on_error": "raise",
+        "level": 9,
+    }
     assert man["params"] == expected
     assert man["class_names"] == ["x", "y"] and man["split_source"] == "clips.txt"
     frames, audio = np.load(out / "visual.npy"), np.load(out / "audio.npy")

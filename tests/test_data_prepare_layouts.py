@@ -84,7 +84,9 @@ def assert_same_splits(per, fast):
 
 def feature_modalities(bundle):
     return {
-        m for m, f in bundle.train.loaders.items() if type(f).__name__ in ("WavSpectrogram", "FeatureFile", "PreparedFeature")
+        m
+        for m, f in bundle.train.loaders.items()
+        if type(f).__name__ in ("WavSpectrogram", "FeatureFile", "PreparedFeature")
     }
 
 
@@ -158,7 +160,11 @@ def test_long_folders_keep_a_subset_and_training_draws_map_onto_it(tmp_path):
         x = fast.train[0]["inputs"]
         assert grey_index(x["rgb"][0]) == entry["rgb"]["at"][nearest(entry["rgb"]["at"], drawn)]
         first = grey_index(x["flow"][0, 0])
-        assert first in entry["flow"]["starts"] and [grey_index(f[0]) for f in x["flow"]] == [first, first + 1, first + 2]
+        assert first in entry["flow"]["starts"] and [grey_index(f[0]) for f in x["flow"]] == [
+            first,
+            first + 1,
+            first + 2,
+        ]
     with pytest.raises(DataError, match="keeps only some windows of 3 frames"):
         build("ucf101", tmp_path / "out", profile="prepared", flow_frames=5)
 
@@ -187,10 +193,12 @@ def write_v1(root, n_per_class=3, frames=2, size=16):
     np.save(root / "audio.npy", audio)
     np.save(root / "frames.npy", video)
     (root / "samples.json").write_text(json.dumps(samples))
-    arrays = {"audio": {"file": "audio.npy", "dtype": "float16", "shape": [n, 4, 5]},
-              "visual": {"file": "frames.npy", "dtype": "uint8", "shape": [n, 3, size, size, 3]}}  # fmt: skip
-    man = {"format": "mmbal-prepared", "version": 1, "dataset": "cremad", "class_names": list("abcdef"), "arrays": arrays,
-           "samples_sha256": sha256(root / "samples.json"), "params": {}, "skipped": []}  # fmt: skip
+    arrays = {
+        "audio": {"file": "audio.npy", "dtype": "float16", "shape": [n, 4, 5]},
+        "visual": {"file": "frames.npy", "dtype": "uint8", "shape": [n, 3, size, size, 3]},
+    }
+    man = {"format": "mmbal-prepared", "version": 1, "dataset": "cremad", "class_names": list("abcdef")}
+    man.update(arrays=arrays, samples_sha256=sha256(root / "samples.json"), params={}, skipped=[])
     (root / "manifest.json").write_text(json.dumps(man))
     return audio
 
@@ -202,7 +210,9 @@ def test_version_1_folders_are_still_read(tmp_path):
     s = b.test.samples[1]
     x = b.test[1]["inputs"]
     assert torch.equal(x["audio"], torch.from_numpy(audio[int(s.id[1:])].astype(np.float32))[None])
-    assert abs((x["visual"][0, 0, 0, 0] * 0.229 + 0.485).item() * 255 - 80) < 1e-3  # centre of 2 valid frames: the second
+    assert (
+        abs((x["visual"][0, 0, 0, 0] * 0.229 + 0.485).item() * 255 - 80) < 1e-3
+    )  # centre of 2 valid frames: the second
     assert len(b.train) + len(b.val) == 12 and len(b.test) == 6
 
 
@@ -213,7 +223,10 @@ def test_rerun_is_idempotent_other_params_are_refused_and_mistakes_are_one_line(
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
     assert prepare("cremad", "mla", tmp_path / "raw", out, "--size", "16") == 0
-    assert "already prepared" in capsys.readouterr().out and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert (
+        "already prepared" in capsys.readouterr().out
+        and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    )
     man = json.loads((out / "manifest.json").read_text())
     assert man["params"]["data"]["audio_frames"] is None and "image_size" not in man["params"]["data"]
     mistakes = {
@@ -225,7 +238,9 @@ def test_rerun_is_idempotent_other_params_are_refused_and_mistakes_are_one_line(
         ("--lists", str(tmp_path)): "--lists: --profile mla reads the lists of its layout under --raw",
     }
     for extra, message in mistakes.items():
-        assert prepare("cremad", "mla", tmp_path / "raw", tmp_path / "other" if "--lists" in extra else out, *extra) == 2
+        assert (
+            prepare("cremad", "mla", tmp_path / "raw", tmp_path / "other" if "--lists" in extra else out, *extra) == 2
+        )
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for f in (tmp_path / "raw" / "visual" / "test_imgs" / "Image-01-FPS" / "1012_IEO_NEU_HI").iterdir():

@@ -1,4 +1,5 @@
-"""The loader-ratio benchmark `mmbal bench` calls: both paths read the same samples; the result says how it was measured."""
+"""The loader-ratio benchmark `mmbal bench` calls: both paths read the same samples; the result says how it
+was measured."""
 
 from __future__ import annotations
 

@@ -75,7 +75,9 @@ def test_recipe_params_modalities_and_command_options(name, profile, capsys):
     assert specs and all(s["kind"] in ("feature", "frames") for s in specs.values())
     for spec in specs.values():
         assert (
-            all(d > 0 for d in spec["shape"]) if spec["kind"] == "feature" else spec["pick"] in ("segments", "window", "single")
+            all(d > 0 for d in spec["shape"])
+            if spec["kind"] == "feature"
+            else spec["pick"] in ("segments", "window", "single")
         )
     if isinstance(recipe, LayoutRecipe):  # the stored modalities are the layout's, in the model's order
         assert list(specs) == list(DATASETS.get(name)().loaders(recipe.data_params(params.data, "raise")))

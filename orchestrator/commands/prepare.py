@@ -82,12 +82,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     have = recipes()
     p = sub.add_parser("prepare", help="decode a dataset once into mmbal's prepared layout (data.profile=prepared)")
     p.add_argument("dataset", help=f"dataset to prepare (supported: {', '.join(have)})")
-    p.add_argument("--raw", required=True, help="the folder to prepare: the raw download (--profile raw) or a layout's data root")
+    p.add_argument(
+        "--raw", required=True, help="the folder to prepare: the raw download (--profile raw) or a layout's data root"
+    )
     profiles_help = "; ".join(f"{name}: {', '.join(profiles)}" for name, profiles in have.items())
     p.add_argument("--profile", default=None, help=f"what --raw holds ({profiles_help}); default: raw where offered")
     p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
     raw_lists = "; ".join(f"{name}: {r['raw'].lists_layout}" for name, r in have.items() if "raw" in r)
-    p.add_argument("--lists", default=None, help=f"--profile raw: folder with the official lists ({raw_lists}); default: --raw")
+    p.add_argument(
+        "--lists", default=None, help=f"--profile raw: folder with the official lists ({raw_lists}); default: --raw"
+    )
     add_recipe_options(p, have)
     add_overrides(p, "--set data.audio_dir=Audio-1004 (layout profiles: the dataset's data.* knobs)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")

@@ -25,7 +25,9 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="reuse a fabricated set (and its prepared copy)")
     ap.add_argument("--json", action="store_true", help="print the whole result as JSON")
     args = ap.parse_args()
-    result = loader_ratio(args.dir, args.clips, args.workers, args.batch, args.rounds, args.image_size, args.stored_size)
+    result = loader_ratio(
+        args.dir, args.clips, args.workers, args.batch, args.rounds, args.image_size, args.stored_size
+    )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.line())
 
 

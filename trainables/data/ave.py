@@ -27,13 +27,26 @@ from trainables.data.io.audio import FeatureFile
 from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FrameFolder
 from trainables.data.io.layout import LayoutDataset, Lists
-from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.lists import (
+    Issues,
+    Loader,
+    Row,
+    Sample,
+    SampleError,
+    SplitRows,
+    collect,
+    read_rows,
+    require,
+    safe_path,
+)
 from trainables.params import knob
 
 
 @dataclass(frozen=True)
 class AVEParams(RealDataParams):
-    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare ave` output")
+    profile: Literal["dimml", "prepared"] = knob(
+        "dimml", "dimml: the layout below; prepared: `mmbal prepare ave` output"
+    )
     official_val: bool = knob(True, "use valSet.txt as the validation split (false: carve val_fraction of train)")
     audio_dir: str = knob("Audio-1004-SE", "spectrogram pickle folder under data_root")
     visual_dir: str = knob("Image-01-FPS-SE", "frame folders under data_root")
@@ -76,7 +89,10 @@ class AVE(LayoutDataset):
             }
             return Sample(vid, classes.index(cat), row.where, files)
 
-        splits = {s: collect(_rows(root / f"{s}Set.txt", removed, s), resolve, issues, s) for s in self.prepared_splits(params)}
+        splits = {
+            s: collect(_rows(root / f"{s}Set.txt", removed, s), resolve, issues, s)
+            for s in self.prepared_splits(params)
+        }
         info = {"num_frames": params.num_frames or 4, "duplicates_removed": removed, "num_classes": len(classes)}
         return Lists(splits, classes, info)
 

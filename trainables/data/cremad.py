@@ -201,7 +201,12 @@ class CremaD(LayoutDataset):
         else:
             frames = params.audio_frames or (1024 if params.profile == "mla" else 1004)
             audio = FeatureFile(128 if params.profile == "mla" else 257, frames, time_first=params.profile == "mla")
-        return {"audio": audio, "visual": FrameFolder("visual", self._frames(params), params.image_size, params.augment)}
+        return {
+            "audio": audio,
+            "visual": FrameFolder("visual", self._frames(params), params.image_size, params.augment),
+        }
 
     def prepared_frames(self, params: CremaDParams) -> dict[str, int | None]:
-        return {"visual": params.num_frames}  # None: the stored default, i.e. the reference of the profile prepared from
+        return {
+            "visual": params.num_frames
+        }  # None: the stored default, i.e. the reference of the profile prepared from

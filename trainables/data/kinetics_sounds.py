@@ -39,7 +39,18 @@ from trainables.data.io.audio import FeatureFile, kaldi_fbank
 from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FrameFolder
 from trainables.data.io.layout import LayoutDataset, Lists
-from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.lists import (
+    Issues,
+    Loader,
+    Row,
+    Sample,
+    SampleError,
+    SplitRows,
+    collect,
+    read_rows,
+    require,
+    safe_path,
+)
 from trainables.data.io.recipes import RawClip, VideoParams, VideoRecipe
 from trainables.data.io.video import decode_audio
 from trainables.errors import DataError
@@ -56,7 +67,9 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class KineticsSoundsParams(RealDataParams):
-    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob("ogm_ge", "list layout of data_root (see the module doc)")
+    profile: Literal["ogm_ge", "balancebench", "prepared"] = knob(
+        "ogm_ge", "list layout of data_root (see the module doc)"
+    )
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
@@ -105,7 +118,9 @@ class KineticsSoundsRecipe(VideoRecipe):
 
     def audio(self, clip: RawClip, p: KineticsSoundsPrepareParams) -> np.ndarray:
         x = decode_audio(Path(clip.files["video"]), p.fbank_rate, clip.where)
-        return kaldi_fbank(x, p.fbank_rate, p.mel_bins, p.fbank_frames).T.numpy()  # stored [F, T] like every audio feature
+        return kaldi_fbank(
+            x, p.fbank_rate, p.mel_bins, p.fbank_frames
+        ).T.numpy()  # stored [F, T] like every audio feature
 
 
 @register_dataset("kinetics_sounds")
@@ -123,10 +138,16 @@ class KineticsSounds(LayoutDataset):
             def resolve(row: Row, split: str = split) -> Sample:
                 clip, label = row.fields[0], row.fields[col]
                 if not label.isdigit() or int(label) >= len(classes):
-                    raise SampleError("label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}")
+                    raise SampleError(
+                        "label", f"{row.where}: label {label!r} is not a class index 0..{len(classes) - 1}"
+                    )
                 files = {
-                    "audio": require(safe_path(root, adir.format(split=split), clip + ".npy", where=row.where), row.where),
-                    "visual": require(safe_path(root, vdir.format(split=split), clip, where=row.where), row.where, True),
+                    "audio": require(
+                        safe_path(root, adir.format(split=split), clip + ".npy", where=row.where), row.where
+                    ),
+                    "visual": require(
+                        safe_path(root, vdir.format(split=split), clip, where=row.where), row.where, True
+                    ),
                 }
                 return Sample(clip, int(label), row.where, files)
 

@@ -23,7 +23,18 @@ from trainables.data.io.assemble import RealDataParams
 from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import ImageFile
 from trainables.data.io.layout import LayoutDataset, Lists
-from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.lists import (
+    Issues,
+    Loader,
+    Row,
+    Sample,
+    SampleError,
+    SplitRows,
+    collect,
+    read_rows,
+    require,
+    safe_path,
+)
 from trainables.errors import ConfigError
 from trainables.params import knob
 
@@ -38,7 +49,9 @@ VIEW = re.compile(r"v\d{3}")
 
 @dataclass(frozen=True)
 class ModelNet40Params(RealDataParams):
-    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare modelnet40` output")
+    profile: Literal["dimml", "prepared"] = knob(
+        "dimml", "dimml: the layout below; prepared: `mmbal prepare modelnet40` output"
+    )
     front_view: str = knob("v001", "view used as the front modality")
     rear_view: str = knob("v007", "view used as the rear modality")
     list_prefix: str = knob(

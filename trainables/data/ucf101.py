@@ -26,14 +26,27 @@ from trainables.data.io.assemble import RealDataParams
 from trainables.data.io.base import register_dataset
 from trainables.data.io.frames import FlowStack, FrameFolder
 from trainables.data.io.layout import LayoutDataset, Lists
-from trainables.data.io.lists import Issues, Loader, Row, Sample, SampleError, SplitRows, collect, read_rows, require, safe_path
+from trainables.data.io.lists import (
+    Issues,
+    Loader,
+    Row,
+    Sample,
+    SampleError,
+    SplitRows,
+    collect,
+    read_rows,
+    require,
+    safe_path,
+)
 from trainables.errors import ConfigError, DataError
 from trainables.params import knob
 
 
 @dataclass(frozen=True)
 class UCF101Params(RealDataParams):
-    profile: Literal["dimml", "prepared"] = knob("dimml", "dimml: the layout below; prepared: `mmbal prepare ucf101` output")
+    profile: Literal["dimml", "prepared"] = knob(
+        "dimml", "dimml: the layout below; prepared: `mmbal prepare ucf101` output"
+    )
     split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
     test_list: str | None = knob(
         None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)"

@@ -59,7 +59,9 @@ def list_frames(folder: Path, where: str) -> list[Path]:
 
 def pick_frames(n: int, k: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
     """Indices of ``k`` frames out of ``n``: one per equal segment (see the module docstring)."""
-    bounds = [(int(np.floor(i * n / k)), max(int(np.floor((i + 1) * n / k)), int(np.floor(i * n / k)) + 1)) for i in range(k)]
+    bounds = [
+        (int(np.floor(i * n / k)), max(int(np.floor((i + 1) * n / k)), int(np.floor(i * n / k)) + 1)) for i in range(k)
+    ]
     if train:
         return [lo + int(torch.randint(hi - lo, (), generator=generator)) for lo, hi in bounds]
     return [int(np.floor((i + 0.5) * n / k)) for i in range(k)]

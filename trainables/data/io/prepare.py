@@ -52,7 +52,9 @@ def _work_one(args: tuple[RawClip, PrepareRecipe, PrepareParams, str]) -> str:
     except SampleError as err:
         if p.on_error == "raise":
             return f"error:{err}"
-        atomic_write_text(base.with_suffix(".skip.json"), json.dumps({"id": clip.id, "kind": err.kind, "message": str(err)}))
+        atomic_write_text(
+            base.with_suffix(".skip.json"), json.dumps({"id": clip.id, "kind": err.kind, "message": str(err)})
+        )
         return "skipped"
     meta = {m: {**entry, "shape": list(arr.shape)} for m, (arr, entry) in stored.items()}
     tmp = base.with_name(f".{base.name}.tmp.npz")
@@ -64,7 +66,9 @@ def _work_one(args: tuple[RawClip, PrepareRecipe, PrepareParams, str]) -> str:
 def _check(results: Iterable[str]) -> None:
     for r in results:
         if r.startswith("error:"):
-            raise DataError(r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)")
+            raise DataError(
+                r[len("error:") :] + " (rerun with --on-error skip to skip bad clips; finished clips are kept)"
+            )
 
 
 def sha256(path: Path) -> str:
@@ -136,7 +140,9 @@ def _write_arrays(out: Path, work: Path, done: list[RawClip], specs: dict[str, d
     return samples
 
 
-def _assemble(out: Path, work: Path, dataset: str, recipe: PrepareRecipe, plan: Plan, p: PrepareParams) -> dict[str, Any]:
+def _assemble(
+    out: Path, work: Path, dataset: str, recipe: PrepareRecipe, plan: Plan, p: PrepareParams
+) -> dict[str, Any]:
     done = [c for c in plan.clips if (work / f"{work_key(c)}.npz").is_file()]
     skipped = [json.loads(f.read_text()) for c in plan.clips if (f := work / f"{work_key(c)}.skip.json").is_file()]
     if not done:
@@ -215,10 +221,14 @@ def prepare(
         if old.get("params") == recorded:
             log(f"{out} is already prepared with these params (manifest {sha256(manifest_path)[:12]}); nothing to do")
             return old
-        raise ConfigError("--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out")
+        raise ConfigError(
+            "--out", f"{out} holds a preparation with other params {old.get('params')}; choose another --out"
+        )
     plan = recipe.plan(Path(raw), Path(lists or raw), p)
     work = _start_work(out, recorded)
-    todo = [c for c in plan.clips if not any((work / f"{work_key(c)}{ext}").is_file() for ext in (".npz", ".skip.json"))]
+    todo = [
+        c for c in plan.clips if not any((work / f"{work_key(c)}{ext}").is_file() for ext in (".npz", ".skip.json"))
+    ]
     done = len(plan.clips) - len(todo)
     log(f"prepare {dataset} ({recipe.profile}): {len(plan.clips)} clips, {done} already done, {len(todo)} to do")
     jobs = [(c, recipe, p, str(work)) for c in todo]

@@ -78,7 +78,8 @@ def read_manifest(root: Path, dataset: str) -> tuple[dict[str, Any], str]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if man.get("format") != FORMAT or man.get("version") not in (1, VERSION):
         raise DataError(
-            f"{path}: format {man.get('format')!r} version {man.get('version')!r}; this mmbal reads {FORMAT} v1 and v{VERSION}"
+            f"{path}: format {man.get('format')!r} version {man.get('version')!r}; "
+            f"this mmbal reads {FORMAT} v1 and v{VERSION}"
         )
     if man.get("dataset") != dataset:
         raise DataError(f"{path}: prepared for {man.get('dataset')!r}, not {dataset!r}")
@@ -91,7 +92,14 @@ def _from_v1(man: dict[str, Any]) -> dict[str, Any]:
     modalities = {
         "audio": {**audio, "kind": "feature", "v1_add_channel": True},
         # v1 did not record the default frame count; every dataset that wrote v1 read 1 unless it passed its own
-        "visual": {**visual, "kind": "frames", "pick": "segments", "num_frames": 1, "channels": 3, "v1_rows": visual["shape"][1]},
+        "visual": {
+            **visual,
+            "kind": "frames",
+            "pick": "segments",
+            "num_frames": 1,
+            "channels": 3,
+            "v1_rows": visual["shape"][1],
+        },
     }
     return {**man, "modalities": modalities}
 
@@ -217,7 +225,9 @@ def _warn_resize(root: Path, stored: dict[str, list[int]], image_size: int, prep
             )
 
 
-def open_loaders(root: Path, man: dict[str, Any], frames: dict[str, int | None], size: int, augment: bool) -> dict[str, Any]:
+def open_loaders(
+    root: Path, man: dict[str, Any], frames: dict[str, int | None], size: int, augment: bool
+) -> dict[str, Any]:
     """One loader per stored modality, in stored order; ``frames[m]`` overrides the stored frames per sample."""
     loaders: dict[str, Any] = {}
     for name, entry in man["modalities"].items():

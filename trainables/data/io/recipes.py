@@ -47,7 +47,9 @@ class PrepareParams:
     """Knobs of every recipe; a recipe's ``Params`` subclass adds its own. All of them are recorded in
     the manifest, and a rerun must match them. ``mmbal prepare`` offers each as ``--field-name``."""
 
-    size: int = knob(224, "side of the stored square frames (layouts: 0 stores them as decoded, if all share one size)", ge=0)
+    size: int = knob(
+        224, "side of the stored square frames (layouts: 0 stores them as decoded, if all share one size)", ge=0
+    )
     on_error: Literal["raise", "skip"] = knob("raise", "a bad clip stops, or is skipped and recorded")
 
     def __post_init__(self) -> None:
@@ -68,7 +70,9 @@ class LayoutParams(PrepareParams):
     """Knobs of the layout recipes; the dataset's own ``data.*`` knobs come with ``--set data.KEY=VALUE``."""
 
     max_frames: int = knob(
-        32, "frame folders with more frames keep this many (segment centres, evaluation picks; flow: windows); 0: all", ge=0
+        32,
+        "frame folders with more frames keep this many (segment centres, evaluation picks; flow: windows); 0: all",
+        ge=0,
     )
     data: dict = knob({}, "the dataset's data.* knobs that decide the stored samples (--set data.KEY=VALUE)")
 
@@ -119,7 +123,9 @@ class PrepareRecipe:
             ConfigError: a value is not allowed, or ``data`` is given to a recipe that takes none.
         """
         if data:
-            raise ConfigError("--set", f"--profile {self.profile} takes no data.* values (they are for the layout profiles)")
+            raise ConfigError(
+                "--set", f"--profile {self.profile} takes no data.* values (they are for the layout profiles)"
+            )
         return build_params(self.Params, flags)
 
     def plan(self, raw: Path, lists: Path, p: Any) -> Plan:  # pragma: no cover - abstract
@@ -208,10 +214,14 @@ class LayoutRecipe(PrepareRecipe):
 
     def plan(self, raw: Path, lists: Path, p: LayoutParams) -> Plan:
         if Path(lists) != Path(raw):
-            raise ConfigError("--lists", f"--profile {self.profile} reads the lists of its layout under --raw; drop --lists")
+            raise ConfigError(
+                "--lists", f"--profile {self.profile} reads the lists of its layout under --raw; drop --lists"
+            )
         issues = Issues(p.on_error)
         found = self.spec().read_lists(self.data_params(p.data, p.on_error), Path(raw), issues)
-        clips = [RawClip(s.id, s.label, split, s.where, s.files) for split, items in found.splits.items() for s in items]
+        clips = [
+            RawClip(s.id, s.label, split, s.where, s.files) for split, items in found.splits.items() for s in items
+        ]
         notes = {"list_rows": issues.info(), "layout": found.info}
         return Plan(clips, f"the lists of the {self.profile} layout under {raw}", found.class_names, notes)
 
