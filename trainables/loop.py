@@ -11,6 +11,7 @@ import copy
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
-from trainables.sampling import EpochSampler
+from trainables.sampling import Drawn, EpochSampler
 
 
 @dataclass
@@ -58,10 +59,19 @@ class Trial:
             "inputs": {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()},
             "label": batch["label"].to(device, non_blocking=True),
             "index": batch["index"],
+            **({"draw": batch["draw"]} if "draw" in batch else {}),
         }
 
     def epoch_context(self, epoch: int) -> EpochContext:
-        return EpochContext(epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce)
+        return EpochContext(
+            epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce, self.train_subset
+        )
+
+    def train_subset(self, indices: Sequence[int]) -> DataLoader:
+        """Unshuffled loader over the given training samples, this rank's share (positions ``rank::world``)."""
+        mine = list(indices)[self.runtime.rank :: self.runtime.world_size]
+        batch_size = self.cfg.train.loader.eval_batch_size
+        return DataLoader(Subset(self.data.train, mine), batch_size=batch_size, shuffle=False)
 
     def eval_split(self, loader: DataLoader, split: str, missing: bool = False) -> dict[str, float]:
         return evaluate(
@@ -131,7 +141,11 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        data.train, batch_size=loader.batch_size, sampler=sampler, drop_last=per_rank > loader.batch_size, **loader_kw
+        Drawn(data.train),
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        drop_last=per_rank > loader.batch_size,
+        **loader_kw,
     )
 
     def eval_loader(dataset: Any) -> DataLoader:
