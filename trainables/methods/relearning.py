@@ -30,6 +30,12 @@ Differences from the official code, and choices:
   re-initialises every parameter whose name contains ``audio_net``/``visual_net`` (BatchNorm affine
   parameters included, running statistics not); we take ``encoders[m].parameters()``, the same set.
 
+Measured on mfeat (sweeps/mfeat_all.yaml settings, 12 epochs, ``reinit_every 3``, seeds 0-2, CPU):
+test accuracy 93.7 +- 1.0 % vs joint 94.9 +- 0.9 %, fou alone 36.2 +- 1.2 % vs 49.7 +- 6.9 %. It does not
+help here: with 400 training digits the held-out part is 40 samples, so purities move in steps of
+2.5 % and the weak modality (fou) was pulled back too (weights up to 0.42, pix up to 0.53); the method
+is meant for real datasets with thousands of held-out samples.
+
 Missing modalities: ``zero-input`` (as joint). Under DDP the features of each rank's share are summed
 into one matrix with ``all_reduce``, so every rank computes the same weights.
 """

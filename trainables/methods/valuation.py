@@ -37,6 +37,12 @@ Differences from the official code, and choices:
 * BalanceBenchmark's port lists ``alpha 0.5, part_ratio 0.2``, which the official sample-level code
   does not have; its knobs are not used.
 
+Measured on mfeat (sweeps/mfeat_all.yaml settings, 12 epochs, ``warmup_epochs 2``, seeds 0-2, CPU):
+test accuracy 93.5 +- 1.9 % vs joint 94.9 +- 0.9 %; the weak modality alone (fou, features of pix
+zeroed) 67.9 +- 2.6 % vs 49.7 +- 6.9 %, pix alone 77.9 +- 14.7 % vs 56.0 +- 4.6 %: the single-modality
+copies make each modality usable on its own, at a small cost in fused accuracy; epochs visit up to
+``1 + 3 M`` times the samples (trials took 1.6-5x joint's time).
+
 Missing modalities: ``zero-feature`` (the official ``exec_drop``). Under DDP the valuation pass is
 split over ranks and all-reduced, so every rank re-samples the same list.
 """
