@@ -48,6 +48,7 @@ class Trial:
     train_loader: DataLoader
     val_loader: DataLoader
     test_loader: DataLoader
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # optimizer -> (first epoch, epochs)
 
     @property
     def modalities(self) -> list[str]:
@@ -131,7 +132,8 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
         runtime.sync_gradients(optimizer)
-    schedulers = {k: make_scheduler(train_cfg.sched, o, train_cfg.epochs) for k, o in optimizers.items()}
+    windows = {k: (0, train_cfg.epochs) for k in optimizers} | method.schedule_windows()
+    schedulers = {k: make_scheduler(train_cfg.sched, o, max(windows[k][1], 1)) for k, o in optimizers.items()}
     loader = train_cfg.loader
     sampler = EpochSampler(len(data.train), runtime.world_size, runtime.rank, train_cfg.seed)
     loader_kw = dict(
@@ -162,6 +164,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
         train_loader,
         eval_loader(data.val),
         eval_loader(data.test),
+        windows,
     )
 
 
@@ -227,13 +230,15 @@ def _set_epoch_samples(trial: Trial, epoch: int) -> None:
         raise ValueError(f"{trial.cfg.train.method}.train_indices: {exc}") from None
 
 
-def _step_schedulers(trial: Trial, row: dict[str, Any]) -> None:
-    """Record each optimizer's learning rate of the epoch that ran, then step its schedule."""
+def _step_schedulers(trial: Trial, row: dict[str, Any], epoch: int) -> None:
+    """Record each optimizer's learning rate of the epoch that ran, then step its schedule inside its window."""
     with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         for k, s in trial.schedulers.items():
             row[f"train/lr/{k}"] = s.get_last_lr()[0]
-            s.step()
+            first, length = trial.windows.get(k, (0, trial.cfg.train.epochs))
+            if first <= epoch < first + length:
+                s.step()
 
 
 def run_trial(
@@ -270,7 +275,7 @@ def run_trial(
         row.update(
             {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
         )
-        _step_schedulers(trial, row)
+        _step_schedulers(trial, row, epoch)
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)

@@ -124,6 +124,17 @@ class BalancingMethod:
         """Name -> optimizer; the loop gives each one the configured LR schedule."""
         return {"main": make_optimizer(model.parameters())}
 
+    def schedule_windows(self) -> dict[str, tuple[int, int]]:
+        """Optimizer name -> ``(first_epoch, epochs)``: the epochs its LR schedule runs over.
+
+        Called after :meth:`configure_optimizers`. The loop builds that optimizer's schedule for
+        ``epochs`` epochs and steps it only after epochs ``first_epoch .. first_epoch + epochs - 1``
+        (0-based), so before its window the optimizer sits at its initial LR and its schedule starts
+        fresh at ``first_epoch`` (a stage that begins mid-run, e.g. DI-MML's stage 2). Optimizers not
+        named here are scheduled over the whole trial (the default).
+        """
+        return {}
+
     def training_step(
         self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
     ) -> StepStats:
