@@ -44,6 +44,7 @@ from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
+    EpochContext,
     Optimizers,
     StepState,
     StepStats,
@@ -66,7 +67,12 @@ class MLAParams:
     entropy_scope: Literal["sample", "batch"] = knob(
         "sample", "uncertainty weights per sample (paper) or one per eval batch (official code)"
     )
-    fixed_weights: list[float] = knob([], "fusion=fixed: one weight per modality in dataset order; empty = equal")
+    fixed_weights: list[float] = knob(
+        [], "fusion=fixed: one weight per modality in dataset order; empty = equal (official av_alpha: [0.55, 0.45])"
+    )
+    normalize: Literal["none", "frobenius"] = knob(
+        "none", "projector after each update: none (paper) or divided by its Frobenius norm (official GSPlugin)"
+    )
 
 
 def owm_alpha(batch_idx: int, batches_per_epoch: int) -> float:
@@ -74,14 +80,21 @@ def owm_alpha(batch_idx: int, batches_per_epoch: int) -> float:
     return 0.1 ** (1.0 + batch_idx / max(batches_per_epoch, 1))
 
 
-def update_projector(P: torch.Tensor, features: torch.Tensor, alpha: float) -> torch.Tensor:
+def update_projector(P: torch.Tensor, features: torch.Tensor, alpha: float, normalize: str = "none") -> torch.Tensor:
     """One recursive-least-squares step of the OWM projector with the batch-mean feature ``r``.
 
-    ``k = P r^T``; ``P - k k^T / (alpha + r k)``. Returns the new ``P`` (``P`` itself is not changed).
+    ``k = P r^T``; ``P - k k^T / (alpha + r k)``, then ``/ ||.||_F`` when ``normalize="frobenius"``
+    (the official plugin). Returns the new ``P`` (``P`` itself is not changed); no host sync.
     """
     r = features.detach().to(P.dtype).mean(0, keepdim=True)  # [1, d]
     k = P @ r.t()  # [d, 1]
-    return P - (k @ k.t()) / (alpha + (r @ k).item())
+    new = P - (k @ k.t()) / (alpha + r @ k)  # r k is [1, 1]: broadcast, stays on the device
+    return new / torch.linalg.matrix_norm(new) if normalize == "frobenius" else new
+
+
+def projector_trace(P: torch.Tensor) -> float:
+    """``trace(P) / d``: 1 for the identity, falls as ``P`` shuts directions (``train/mla/proj/trace``)."""
+    return float(P.diagonal().sum() / P.shape[0])
 
 
 def project_gradient(grad: torch.Tensor, P: torch.Tensor, mode: str) -> torch.Tensor:
@@ -90,6 +103,11 @@ def project_gradient(grad: torch.Tensor, P: torch.Tensor, mode: str) -> torch.Te
         return grad
     proj = grad @ P.t().to(grad.dtype)
     return proj if mode == "replace" else grad + proj
+
+
+def norm_ratio(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``||new|| / ||old||`` as a 0-d tensor (no host sync): how much of the head gradient survives."""
+    return (torch.linalg.vector_norm(new) / torch.linalg.vector_norm(old).clamp_min(1e-12)).float()
 
 
 def entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -163,15 +181,23 @@ class MLA(BalancingMethod):
             loss.backward()
             if self.params.projection != "off":
                 with torch.autocast(device_type=self.P.device.type, enabled=False), torch.no_grad():
-                    self.P = update_projector(self.P, feats[m], alpha)
-                    model.head.weight.grad = project_gradient(model.head.weight.grad, self.P, self.params.projection)
+                    self.P = update_projector(self.P, feats[m], alpha, self.params.normalize)
+                    g = model.head.weight.grad
+                    model.head.weight.grad = project_gradient(g, self.P, self.params.projection)
+                    stats[f"mla/proj/grad_ratio/{m}"] = norm_ratio(model.head.weight.grad, g)
             opt.step()
             stats[f"mla/loss/{m}"] = loss.detach()
             per_logits[m] = logits.detach()
         stats["loss"] = sum(stats[f"mla/loss/{m}"] for m in model.modalities) / len(model.modalities)
         for m, w in uncertainty_weights(per_logits, self.params.entropy_scope).items():
             stats[f"mla/weight/{m}"] = w.mean()  # the fusion weights the paper would give this batch
+        ratios = [v for k, v in stats.items() if k.startswith("mla/proj/grad_ratio/")]
+        if ratios:
+            stats["mla/proj/grad_ratio"] = sum(ratios) / len(ratios)
         return stats
+
+    def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
+        return {"mla/proj/trace": projector_trace(self.P)} if self.P is not None else {}
 
     def fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
         """Fused logits of the given modalities (all present ones)."""
