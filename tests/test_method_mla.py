@@ -209,6 +209,7 @@ def test_unequal_feature_sizes_and_bad_fixed_weights_are_config_errors() -> None
 def test_resume_mid_run_restores_projector(tmp_path) -> None:
     cfg = {
         "method": "mla", "dataset": "mfeat", "epochs": 2, "eval": {"missing": False},
+        "params": {"projection": "replace"},  # the default (off) leaves P at the identity
         "data": {"train_per_class": 5, "val_per_class": 3, "test_per_class": 3}, "loader": {"batch_size": 16},
     }  # fmt: skip
     straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=1)  # also compares every epoch's row
