@@ -25,7 +25,8 @@ Default ``projection: off`` (with ``normalize: frobenius`` for when it is switch
 parameter), so its published numbers are ``off``. (2) Without normalisation ``P`` shuts the span of
 the feature means and freezes the shared head: on mfeat (quickstart settings) trace(P)/d falls to 0.057
 and the gradient ratio to 0.027 by epoch 12, 0.012 / 0.004 by epoch 40. Frobenius keeps the ratio
-near 0.04 (a fixed ~25x smaller head step). (3) Fused test accuracy, 3 seeds, mean ± std
+near 0.04 (a fixed ~25x smaller head step; at d = 512, ResNet-18, ``||P||_F = 1`` means about
+1/sqrt(512) = 0.044 from the first step on). (3) Fused test accuracy, 3 seeds, mean ± std
 (tests/perf/ablate_mla.py): mfeat 12 epochs off 91.5 ± 1.9, replace/none 90.9 ± 0.5, replace/frobenius
 90.1 ± 1.1; mfeat 40 epochs 92.3 ± 0.6, 91.4 ± 0.7, 91.0 ± 0.5; synthetic 12 epochs 95.8 ± 0.4,
 95.9 ± 0.6, 95.4 ± 0.8. Projection never helped beyond noise, and off is best or tied everywhere.
