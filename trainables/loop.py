@@ -60,6 +60,11 @@ class Trial:
             "index": batch["index"],
         }
 
+    def autocast(self) -> Any:
+        """The autocast context of a training step (bfloat16 with ``amp`` on CUDA, else none)."""
+        on_cuda = self.runtime.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cfg.train.amp and on_cuda else nullcontext()
+
     def epoch_context(self, epoch: int) -> EpochContext:
         return EpochContext(epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce)
 
@@ -161,14 +166,12 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
     trial.model.train()
     num_batches = len(trial.train_loader)
     sums: StepStats = {}
-    on_cuda = trial.runtime.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if train_cfg.amp and on_cuda else nullcontext()
     batches = trial.train_loader
     if progress and trial.runtime.is_main:
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", leave=False, disable=None)
     for i, batch in enumerate(batches):
         state = StepState(epoch, i, num_batches, epoch * num_batches + i)
-        with autocast:
+        with trial.autocast():
             out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, state)
         for k, v in out.items():
             v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else float(v)
