@@ -209,6 +209,7 @@ def av_bench(
     batch: int = 64,
     epochs: int = 3,
     overrides: dict[str, Any] | None = None,
+    prefetch: bool = False,
     log: Callable[[str], None] = print,
 ) -> AVBench:
     """ResNet-18 audio-visual ``joint`` on prepared CREMA-D: trial samples/s, model-only bound, their ratio.
@@ -219,6 +220,7 @@ def av_bench(
         root: where to fabricate and prepare the data (a temporary folder when None; reused when it
             already holds them).
         overrides: extra trial config (e.g. ``{"precision": "bf16"}``), applied to trial and bound alike.
+        prefetch: ``loader.prefetch`` of the trial.
     """
     clips, frame_hw, size = (16, (24, 32), 32) if small else (1024, (360, 480), 224)
     audio: dict[str, Any] = {}  # the OGM-GE spectrogram: 3 s at 22,050 Hz, STFT 512 / hop 353
@@ -236,7 +238,7 @@ def av_bench(
         "device": device,
         "epochs": epochs,
         "data": {"profile": "prepared", "image_size": size, "num_frames": 1},
-        "loader": {"batch_size": batch, "num_workers": workers},
+        "loader": {"batch_size": batch, "num_workers": workers, "prefetch": prefetch},
         **(overrides or {}),
     }
     trial = build_trial(resolve(cfg), Runtime.local(device))

@@ -62,7 +62,7 @@ class _Timer:
 
 
 SECTIONS = ("methods", "loader", "step", "av")
-AV_KEYS = ("precision", "channels_last", "compile", "amp", "optim", "deterministic")  # trial options av takes
+AV_KEYS = ("precision", "channels_last", "compile", "optim", "deterministic")  # trial options av takes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -148,7 +148,8 @@ def _av(args: argparse.Namespace, base: dict) -> None:
     overrides = {k: v for k, v in base.items() if k in AV_KEYS}
     with tempfile.TemporaryDirectory(prefix="mmbal-bench-av-") as tmp:
         root = Path(args.av_dir or tmp)
-        r = av_bench(base["device"], args.small, root, workers, args.av_batch, overrides=overrides)
+        prefetch = bool(base.get("loader", {}).get("prefetch", False))
+        r = av_bench(base["device"], args.small, root, workers, args.av_batch, overrides=overrides, prefetch=prefetch)
     print(
         f"av: ResNet-18 audio-visual joint on prepared CREMA-D-like data ({r.device}, batch {r.batch}, "
         f"workers {r.workers}, image {r.image_size}, {r.samples} samples/epoch): trial {r.trial_sps:.1f} samples/s, "
