@@ -12,7 +12,6 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm  # progress bars; quiet when stdout is not a terminal
 
+from trainables.acceleration import DevicePrefetcher, prepare_model, to_memory_format
 from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
 from trainables.errors import ConfigError
@@ -29,6 +29,7 @@ from trainables.methods.base import BalancingMethod, Batch, EpochContext, Method
 from trainables.models.classifier import ModelSpec
 from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
+from trainables.precision import autocast
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from trainables.sampling import Drawn, EpochSampler
@@ -55,13 +56,17 @@ class Trial:
         return list(self.data.modalities)
 
     def to_device(self, batch: Batch) -> Batch:
-        device = self.runtime.device
+        device, nhwc = self.runtime.device, self.cfg.train.channels_last
         return {
-            "inputs": {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()},
+            "inputs": {m: to_memory_format(x.to(device, non_blocking=True), nhwc) for m, x in batch["inputs"].items()},
             "label": batch["label"].to(device, non_blocking=True),
             "index": batch["index"],
             **({"draw": batch["draw"]} if "draw" in batch else {}),
         }
+
+    def autocast(self) -> Any:
+        """The autocast context of training steps and evaluation (``precision``)."""
+        return autocast(self.cfg.train.precision, self.runtime.device)
 
     def epoch_context(self, epoch: int) -> EpochContext:
         return EpochContext(
@@ -75,17 +80,9 @@ class Trial:
         return DataLoader(Subset(self.data.train, mine), batch_size=batch_size, shuffle=False)
 
     def eval_split(self, loader: DataLoader, split: str, missing: bool = False) -> dict[str, float]:
-        return evaluate(
-            self.method,
-            self.model,
-            loader,
-            split,
-            self.modalities,
-            self.data.num_classes,
-            self.to_device,
-            self.runtime.all_reduce,
-            missing,
-        )
+        args = (self.modalities, self.data.num_classes, self.to_device, self.runtime.all_reduce, missing)
+        with self.autocast():
+            return evaluate(self.method, self.model, loader, split, *args)
 
 
 @dataclass
@@ -128,6 +125,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)
+    prepare_model(model, train_cfg.channels_last, train_cfg.compile)
     runtime.broadcast_model(model)
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
@@ -178,15 +176,16 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
     trial.model.train()
     num_batches = len(trial.train_loader)
     sums: StepStats = {}
-    on_cuda = trial.runtime.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if train_cfg.amp and on_cuda else nullcontext()
     batches = trial.train_loader
+    if train_cfg.loader.prefetch:
+        batches = DevicePrefetcher(batches, trial.to_device, trial.runtime.device)
     if progress and trial.runtime.is_main:
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", leave=False, disable=None)
     for i, batch in enumerate(batches):
         state = StepState(epoch, i, num_batches, epoch * num_batches + i)
-        with autocast:
-            out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, state)
+        with trial.autocast():
+            batch = batch if train_cfg.loader.prefetch else trial.to_device(batch)
+            out = trial.method.training_step(trial.model, batch, trial.optimizers, state)
         for k, v in out.items():
             v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else float(v)
             sums[k] = sums[k] + v if k in sums else v
