@@ -24,6 +24,29 @@ def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE``, on every subcommand (see :mod:`trainables.plugins`)."""
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, to register your own methods/datasets/encoders (repeatable)",
+    )
+
+
+def plugins_in(argv: list[str]) -> list[str]:
+    """The ``--plugin`` values of a command line, read before the parser exists (their datasets may add options)."""
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator import commands
 
@@ -32,10 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"orchestrator.commands.{info.name}").register(sub)
+    for p in sub.choices.values():
+        add_plugin_option(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainables.plugins import load_plugins
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_plugins(plugins_in(argv))  # before the parser: a plugin dataset's prepare recipe adds options
+    except ConfigError as exc:
+        print(f"mmbal: error: {exc.line()}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

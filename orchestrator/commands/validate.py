@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.sweeps:
         try:
-            sweep = load_sweep(path, args.overrides)
+            sweep = load_sweep(path, args.overrides, args.plugins)
         except SweepErrors as exc:
             bad += 1
             for line in exc.lines():

@@ -23,6 +23,7 @@ from orchestrator.run.worker import NODE_KEY
 from orchestrator.sweep import Sweep, method_label
 from orchestrator.sweep import space as ss
 from trainables.config import resolve
+from trainables.plugins import plugin_specs
 from trainables.reporting import atomic_write_text, dumps
 
 SCHEMA_SPLITS = ("train", "val", "test", "time", "best")
@@ -85,6 +86,7 @@ def exec_settings(sweep: Sweep) -> dict[str, Any]:
         "cpus_per_worker": ex.cpus_per_worker,
         "keep": keep,
         "ddp_storage": f"{storage_path(sweep).rstrip('/')}/{sweep.experiment}-ddp",
+        "plugins": plugin_specs(),  # imported by every trial process before its config is resolved
     }
 
 

@@ -97,6 +97,9 @@ class SweepKeys:
     execution: ExecutionSpec = ExecutionSpec()
     search: SearchSpec = SearchSpec()
     tracking: Any = knob("wandb", "wandb, none, or a mapping of tracking keys")
+    plugins: list[str] = knob(
+        [], "modules imported first (here and in every Ray worker) that register your methods/datasets/encoders"
+    )
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment or ""):
