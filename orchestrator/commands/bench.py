@@ -31,15 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from orchestrator.cli import add_command, add_overrides
 
-from orchestrator.cli import add_overrides
-from orchestrator.loader_bench import loader_ratio
-from orchestrator.throughput import av_bench, step_ratio
-from trainables.config import apply_overrides, resolve
-from trainables.loop import run_trial
-from trainables.methods import METHODS
-from trainables.runtime import pick_device
+EXAMPLES = """
+  mmbal bench                                       # every section; methods: each method vs joint on mfeat
+  mmbal bench --only methods --methods ogm_ge mla --epochs 4 --set data.train_per_class=20
+  mmbal bench --only av --device cuda --av-batch 128
+  mmbal bench --small                               # tiny sizes: checks that every section runs
+"""
 
 
 class _Timer:
@@ -66,7 +65,9 @@ AV_KEYS = ("precision", "channels_last", "compile", "optim", "deterministic")  #
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="loader, step and model-bound ratios; seconds per epoch of each method vs joint")
+    p = add_command(
+        sub, "bench", "loader, step and model-bound ratios; seconds per epoch of each method vs joint", EXAMPLES
+    )
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="sections to run (default: all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--small", action="store_true", help="tiny sizes: checks that every section runs (CI, CPU)")
@@ -84,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def bench(methods: list[str], base: dict, repeats: int) -> dict[str, dict[str, list[float]]]:
     """``{method: {"cpu": [...], "wall": [...]}}`` seconds per epoch, first epoch (warm-up) dropped."""
+    from trainables.loop import run_trial
+
     times: dict[str, dict[str, list[float]]] = {m: {"cpu": [], "wall": []} for m in methods}
     for _ in range(repeats):
         for m in methods:
@@ -100,6 +103,8 @@ def _fields(fields: dict[str, float]) -> None:
 
 
 def _methods(args: argparse.Namespace, base: dict) -> None:
+    from trainables.methods import METHODS
+
     methods = args.methods or METHODS.names()
     if "joint" not in methods:
         methods = ["joint", *methods]
@@ -121,6 +126,8 @@ def _methods(args: argparse.Namespace, base: dict) -> None:
 
 
 def _loader(args: argparse.Namespace) -> None:
+    from orchestrator.loader_bench import loader_ratio
+
     workers = 2 if args.workers is None else args.workers
     with tempfile.TemporaryDirectory(prefix="mmbal-bench-loader-") as tmp:
         if args.small:
@@ -134,6 +141,8 @@ def _loader(args: argparse.Namespace) -> None:
 
 
 def _step(args: argparse.Namespace, base: dict) -> None:
+    from orchestrator.throughput import step_ratio
+
     r = step_ratio({**base, "epochs": 1}, rounds=3 if args.small else 7)
     print(
         f"step ratio mmbal / plain PyTorch loop (joint on {args.dataset}, {r.steps} steps per epoch, median of "
@@ -144,6 +153,8 @@ def _step(args: argparse.Namespace, base: dict) -> None:
 
 
 def _av(args: argparse.Namespace, base: dict) -> None:
+    from orchestrator.throughput import av_bench
+
     workers = 4 if args.workers is None else args.workers
     overrides = {k: v for k, v in base.items() if k in AV_KEYS}
     with tempfile.TemporaryDirectory(prefix="mmbal-bench-av-") as tmp:
@@ -160,6 +171,11 @@ def _av(args: argparse.Namespace, base: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainables.config import apply_overrides, resolve
+    from trainables.runtime import pick_device
+
     base = apply_overrides({"dataset": args.dataset, "epochs": args.epochs, "eval": {"missing": False}}, args.overrides)
     base["device"] = args.device
     resolve(base)  # a bad --set fails here, before anything runs

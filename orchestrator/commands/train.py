@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from orchestrator.cli import add_overrides
-from orchestrator.results import write_json, write_summary
-from trainables.config import apply_overrides, resolve
+from orchestrator.cli import add_command, add_overrides
 from trainables.errors import ConfigError
-from trainables.loop import run_trial
-from trainables.reporting import JsonlReporter, dumps
+
+if TYPE_CHECKING:
+    from trainables.reporting import JsonlReporter
+
+EXAMPLES = """
+  mmbal train                                       # joint training on mfeat (built in), default settings
+  mmbal train --method ogm_ge --epochs 12 --seed 1 --set params.alpha=0.5
+  mmbal train --method unimodal --set params.modality=pix --out runs/pix
+  mmbal train --method my_method --plugin my_methods   # a method of your own (see the README's plugins)
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="run one trial locally (no Ray)")
+    p = add_command(sub, "train", "run one trial locally (no Ray)", EXAMPLES)
     p.add_argument("--method", default="joint")
     p.add_argument("--dataset", default="mfeat")
     p.add_argument("--data-root", default=None)
@@ -29,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> dict:
+    from trainables.config import apply_overrides
+
     raw: dict = {"method": args.method, "dataset": args.dataset}
     if args.data_root:
         raw["data_root"] = args.data_root
@@ -41,6 +48,10 @@ def build_config(args: argparse.Namespace) -> dict:
 
 def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
     """Refuse to resume a folder that holds a run of a different config."""
+    import torch
+
+    from trainables.reporting import dumps
+
     out, ckpts = reporter.out, reporter.checkpoints()
     if not ckpts:
         return
@@ -55,6 +66,11 @@ def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.results import write_json, write_summary
+    from trainables.config import resolve
+    from trainables.loop import run_trial
+    from trainables.reporting import JsonlReporter
+
     cfg = resolve(build_config(args))
     t = cfg.train
     out = Path(args.out or f"runs/{t.method}-{t.dataset}-s{t.seed}")

@@ -60,6 +60,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | None = None, plug
 
 def parse_sweep(raw: dict[str, Any], source: str = "<sweep>") -> Sweep:
     """Check and expand a sweep given as a mapping (``source`` names it in error lines)."""
+    raw = absolute_paths(raw)
     errors: list[ConfigError] = []
     _collect(errors, lambda: _import_plugins(raw.get("plugins", [])))  # before any method name is looked up
     sweep_part = {k: v for k, v in raw.items() if k in SWEEP_KEYS}
@@ -76,8 +77,6 @@ def parse_sweep(raw: dict[str, Any], source: str = "<sweep>") -> Sweep:
             errors.append(ConfigError(k, f"unknown key; allowed: {', '.join(sorted(SWEEP_KEYS | TOP_TRIAL_KEYS))}"))
     keys = _collect(errors, lambda: build_params(SweepKeys, sweep_part)) or _fallback_keys(sweep_part)
     tracking = _collect(errors, lambda: _tracking(raw.get("tracking", "wandb"))) or TrackingSpec(backend="none")
-    if "data_root" in base and isinstance(base["data_root"], str):
-        base["data_root"] = os.path.abspath(os.path.expanduser(base["data_root"]))  # Tune changes the working dir
     sweep = Sweep(keys, tracking, raw, source)
     entries = _method_entries(raw.get("methods"), errors)
     check_combinations(keys, entries, errors)
@@ -96,6 +95,20 @@ def _collect(errors: list[ConfigError], fn: Any) -> Any:
     except ConfigError as exc:
         errors.append(exc)
         return None
+
+
+def absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its local paths (``results``, ``storage``, ``data_root``) made absolute.
+
+    Tune changes the working directory, and ``results/<experiment>/sweep.yaml`` (this mapping) must
+    resume the sweep from any directory; URIs (``s3://...``) are kept as they are.
+    """
+    out = {"results": SweepKeys.results, **raw}  # the default too: a resume elsewhere must not move it
+    for key in ("results", "storage", "data_root"):
+        value = out.get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            out[key] = os.path.abspath(os.path.expanduser(value))
+    return out
 
 
 def _import_plugins(names: Any) -> None:
