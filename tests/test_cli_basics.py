@@ -79,7 +79,9 @@ def test_list_sweeps_and_init_copy_one_to_edit(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "quickstart.yaml").read_text() == (ROOT / "sweeps" / "quickstart.yaml").read_text()
     assert main(["init", "quickstart.yaml"]) == 2  # never overwrites silently
     assert "DEST: quickstart.yaml exists; pass --force" in capsys.readouterr().err
-    assert main(["init", "cluster", "conf/"]) == 0 and (tmp_path / "conf" / "cluster.yaml").is_file()
+    assert main(["init", "cluster", "conf/"]) == 0
+    mounts = yaml.safe_load((tmp_path / "conf" / "cluster.yaml").read_text())["file_mounts"]
+    assert mounts == {"/home/ray/mmbal": str(ROOT)}  # this checkout, wherever `ray up` runs
     assert main(["init", "nope"]) == 2
     assert "SWEEP: no shipped sweep 'nope'; known: cremad_amco" in capsys.readouterr().err
 
@@ -148,3 +150,15 @@ def test_sync_prefers_results_over_a_same_named_folder_here(tmp_path, monkeypatc
     assert experiment_dir("exp", "res") == Path("res/exp")
     assert experiment_dir("exp", None) == Path("exp")  # a folder given by its path
     assert experiment_dir("other", None) == Path("results/other")
+
+
+def test_video_decoding_is_an_extra_needed_by_prepare_only(monkeypatch):
+    from trainables.data.io import video
+    from trainables.errors import ConfigError
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("av") for d in project["dependencies"])
+    assert "av>=14" in project["optional-dependencies"]["video"] and "av>=14" in project["optional-dependencies"]["dev"]
+    monkeypatch.setitem(sys.modules, "av", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'mmbal\[video\]'"):
+        video._av()

@@ -1,5 +1,8 @@
 """``mmbal init SWEEP [DEST]``: copy a shipped sweep (or ``cluster.yaml``) to edit.
 
+``mmbal init cluster`` run from a source checkout writes that checkout's absolute path into the copy's
+``file_mounts``, so ``ray up`` syncs it from whatever folder it is run in.
+
 The files ship inside the package (``orchestrator/shipped/``: links to the top-level ``sweeps/`` and
 ``cluster.yaml`` in a checkout, copies in an installed wheel), so this works from any directory.
 """
@@ -7,13 +10,14 @@ The files ship inside the package (``orchestrator/shipped/``: links to the top-l
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from orchestrator.cli import add_command
 from trainables.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "shipped"
+CHECKOUT = Path(__file__).resolve().parents[2]  # the source checkout, when mmbal runs from one
+MOUNT = "/home/ray/mmbal: ~/mmbal"  # cluster.yaml's file_mounts line for the checkout
 
 EXAMPLES = """
   mmbal list sweeps                                 # what is shipped
@@ -59,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if dest.exists() and not args.force:
         raise ConfigError("DEST", f"{dest} exists; pass --force to overwrite it, or another DEST")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+    text = source.read_text()
+    if name == "cluster" and (CHECKOUT / "pyproject.toml").is_file():  # `ray up` syncs this checkout
+        text = text.replace(MOUNT, f"/home/ray/mmbal: {CHECKOUT}")
+    dest.write_text(text)
     then = "ray up" if name == "cluster" else "mmbal sweep"
     print(f"wrote {dest}; edit it, then: {then} {dest}")
     return 0

@@ -61,6 +61,11 @@ def start_ray(address: str | None) -> None:
         ) from None
 
 
+def _joined(address: str | None) -> bool:
+    """Whether the sweep runs on a cluster it joined (which an autoscaler may grow), not one started here."""
+    return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"
+
+
 def _probe(address: str | None) -> None:
     """Fail in seconds on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
     if not address or address == "auto" or "://" in address or ":" not in address:
@@ -94,7 +99,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         else:
             from orchestrator.run.tuner import run_tune  # imports Ray: packed/ddp only
 
-            status = run_tune(sweep, writer, resume)
+            status = run_tune(sweep, writer, resume, elastic=_joined(address))
     finally:
         writer.close()
     wall = time.perf_counter() - tic

@@ -31,7 +31,9 @@ class ExecutionSpec:
     num_workers: int = knob(2, "ddp: Ray Train workers per trial")
     cpus_per_worker: float = knob(1.0, "ddp: CPUs per worker")
     use_gpu: bool = knob(False, "ddp: one GPU per worker (NCCL); false = CPU workers (gloo)")
-    max_concurrent: int | None = knob(None, "trials at once; default: as many as the cluster's resources allow")
+    max_concurrent: int | None = knob(
+        None, "trials at once; default: as many as fit (ddp on a joined cluster: all, the autoscaler adds nodes)"
+    )
     max_failures: int = knob(1, "retries of a failed trial (it resumes from its last checkpoint)")
 
     def __post_init__(self) -> None:
