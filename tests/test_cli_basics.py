@@ -16,6 +16,7 @@ from conftest import TINY_MFEAT
 from orchestrator.cli import main
 from orchestrator.commands.init import SHIPPED
 from orchestrator.commands.sync import experiment_dir
+from trainables.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["bench", "init", "list", "prepare", "report", "sweep", "sync", "train", "validate"]
@@ -162,3 +163,18 @@ def test_video_decoding_is_an_extra_needed_by_prepare_only(monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'mmbal\[video\]'"):
         video._av()
+
+
+def test_a_sweep_stored_with_relative_paths_still_resumes_where_it_started(tmp_path, monkeypatch):
+    from orchestrator.run.driver import prepare_results
+    from orchestrator.sweep import canonical, load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    sweep = load_sweep(tiny_sweep(tmp_path / "s.yaml"))
+    sweep.results_dir.mkdir(parents=True)
+    old = yaml.safe_load((tmp_path / "s.yaml").read_text())  # as written before paths were stored absolute
+    (sweep.results_dir / "sweep.yaml").write_text(canonical(old))
+    prepare_results(sweep, resume=True)  # no "the sweep differs"
+    (sweep.results_dir / "sweep.yaml").write_text(canonical({**old, "epochs": 2}))
+    with pytest.raises(ConfigError, match="the sweep differs"):
+        prepare_results(sweep, resume=True)

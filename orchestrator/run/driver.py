@@ -13,11 +13,14 @@ import sys
 import time
 from typing import Any
 
+import yaml
+
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
+from orchestrator.sweep.load import absolute_paths
 from orchestrator.tracking import make_tracker, resolve_mode
 from trainables.errors import ConfigError
 
@@ -33,10 +36,19 @@ def prepare_results(sweep: Sweep, resume: bool) -> None:
             f"{sweep.results_dir} already holds this experiment; add --resume to continue it, "
             "or --set experiment=NEW_NAME to start another",
         )
-    if path.read_text() != canonical(sweep.raw):
+    if not _same_sweep(path.read_text(), canonical(sweep.raw)):
         raise ConfigError(
             "--resume", f"the sweep differs from the one in {path}; resume needs the same sweep file and --set values"
         )
+
+
+def _same_sweep(stored: str, current: str) -> bool:
+    """Equal, or equal once a sweep.yaml written before paths were stored absolute has them resolved
+    (against the current directory: such a sweep resumes from where it was started)."""
+    if stored == current:
+        return True
+    old = yaml.safe_load(stored)
+    return isinstance(old, dict) and canonical(absolute_paths(old)) == current
 
 
 def start_ray(address: str | None) -> None:
