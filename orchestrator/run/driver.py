@@ -18,6 +18,7 @@ from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
+from orchestrator.sweep.naming import TrialNamer
 from orchestrator.tracking import make_tracker, resolve_mode
 from trainables.errors import ConfigError
 
@@ -85,7 +86,10 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     if sweep.keys.execution.mode != "local":
         start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
     writer = ResultsWriter(
-        sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
+        sweep.results_dir,
+        sweep.experiment,
+        make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir),
+        namer=TrialNamer(sweep),
     )
     writer.write_sweep(canonical(sweep.raw))
     try:

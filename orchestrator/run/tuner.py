@@ -25,7 +25,7 @@ from orchestrator.sweep import space as ss
 from trainables.config import resolve
 from trainables.reporting import atomic_write_text, dumps
 
-SCHEMA_SPLITS = ("train", "val", "test", "time", "best")
+SCHEMA_SPLITS = ("train", "val", "test", "time", "best", "system")
 
 
 def is_schema_key(key: str) -> bool:
