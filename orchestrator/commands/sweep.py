@@ -19,10 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, the rest resume"
     )
+    p.add_argument(
+        "--verbose", action="store_true", help="Tune's own tables and Ray's and the trials' log lines (default: off)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, args.overrides)  # every problem is reported before Ray starts
-    out = run_sweep(sweep, resume=args.resume, address=args.address)
+    out = run_sweep(sweep, resume=args.resume, address=args.address, verbose=args.verbose)
     return 0 if all(s != "error" for s in out["status"].values()) else 1

@@ -170,7 +170,9 @@ def _nested_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
+def build_tuner(sweep: Sweep, writer: ResultsWriter, callbacks: tuple = (), verbose: bool = True) -> tune.Tuner:
+    """``callbacks`` come after the results writer's (mmbal's progress table); ``verbose=False`` turns
+    Tune's own console output off."""
     k = sweep.keys
     space, num_samples = param_space(sweep)
     return tune.Tuner(
@@ -190,7 +192,8 @@ def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=k.experiment,
             storage_path=storage_path(sweep),
-            callbacks=[ResultsCallback(writer)],
+            callbacks=[ResultsCallback(writer), *callbacks],
+            verbose=None if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=k.execution.max_failures),
             # PBT copies other trials' checkpoints: keeping too few lets them vanish before the copy
             checkpoint_config=tune.CheckpointConfig(
@@ -204,14 +207,18 @@ def can_resume(sweep: Sweep) -> bool:
     return tune.Tuner.can_restore(experiment_path(sweep))
 
 
-def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str]:
-    """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune."""
+def run_tune(
+    sweep: Sweep, writer: ResultsWriter, resume: bool, callbacks: tuple = (), verbose: bool = True
+) -> dict[str, str]:
+    """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune.
+
+    A restored run keeps the callbacks and verbosity it was started with (Tune stores them)."""
     if resume and can_resume(sweep):
         tuner = tune.Tuner.restore(
             experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
         )
     else:
-        tuner = build_tuner(sweep, writer)
+        tuner = build_tuner(sweep, writer, callbacks, verbose)
     grid = tuner.fit()
     out = {}
     for r in grid:
