@@ -150,3 +150,9 @@ def print_leaderboard(sweep: Sweep) -> None:
             entity=sweep.tracking.entity,
             timeout_s=sweep.tracking.timeout_s,
         )
+        if resolve_mode(sweep.tracking) == "online":  # offline runs get theirs from `mmbal sync`
+            from orchestrator.report.workspace import save_workspace
+
+            url = save_workspace(sweep.results_dir, sweep.tracking.project, sweep.experiment, sweep.tracking.entity)
+            if url:
+                print(f"W&B workspace view: {url}")
