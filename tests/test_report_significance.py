@@ -69,6 +69,7 @@ def test_leaderboard_shows_the_paired_difference_to_joint(folder: Path):
     assert tests["better"]["test/acc"].n == 4
     text = leaderboard_markdown(folder)
     section = text.split("difference to joint, paired t-test over seeds")[1]
+    assert "over the seeds both ran (4 pairs)" in section  # unimodal:pix has no fou column: not a "0 pairs"
     better = next(line for line in section.splitlines() if line.startswith("| better |"))
     noisy = next(line for line in section.splitlines() if line.startswith("| noisy |"))
     assert "+5.3 pp (p <0.001)***" in better

@@ -93,7 +93,7 @@ def significance_markdown(lb: Leaderboard) -> str:
         tests = against_joint(board)
         if not tests:
             continue
-        n = sorted({t.n for per in tests.values() for t in per.values()})
+        n = sorted({t.n for per in tests.values() for t in per.values() if t.n})
         lines += [
             f"## {board.dataset}: difference to {BASELINE}, paired t-test over seeds",
             "",
