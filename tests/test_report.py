@@ -202,5 +202,6 @@ def test_cli_writes_every_file(sweep: Path, tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert out.startswith("# Leaderboard: tiny")
     names = sorted(p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*") if p.is_file())
-    assert names == ["leaderboard.csv", "leaderboard.md", "plots/mfeat-imbalance.png", "plots/mfeat-missing.png",
-                     "plots/mfeat-val_acc.png", "report.html"]  # fmt: skip
+    assert names == ["configs.csv", "configs.md", "leaderboard.csv", "leaderboard.md", "leaderboard.tex",
+                     "plots/mfeat-imbalance.png", "plots/mfeat-missing.png", "plots/mfeat-val_acc.png",
+                     "report.html", "seeds.csv"]  # fmt: skip

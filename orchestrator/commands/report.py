@@ -22,9 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select-metric", default="val/acc", help="validation metric that picks each method's best config")
     p.add_argument("--select-mode", default="max", choices=["max", "min"])
     p.add_argument("--wandb", action="store_true", help="also log a W&B summary run (offline unless WANDB_MODE=online)")
-    p.add_argument("--wandb-project", default="mmbal")
+    p.add_argument(
+        "--wandb-project", default=None, help="W&B project (default: the sweep's tracking.project, else mmbal)"
+    )
     p.add_argument("--wandb-group", default=None, help="W&B group of the sweep (default: the experiment folder name)")
     p.set_defaults(func=run)
+
+
+def sweep_project(experiment_dir: str | Path) -> str:
+    """The W&B project the sweep logged to (``tracking.project`` of its ``sweep.yaml``), else ``mmbal``."""
+    import yaml
+
+    try:
+        tracking = (yaml.safe_load((Path(experiment_dir) / "sweep.yaml").read_text()) or {}).get("tracking")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "mmbal"
+    return str(tracking.get("project") or "mmbal") if isinstance(tracking, dict) else "mmbal"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         group = args.wandb_group or Path(args.experiment_dir).resolve().name
         folder = log_summary_run(
             args.experiment_dir,
-            args.wandb_project,
+            args.wandb_project or sweep_project(args.experiment_dir),
             group,
             select_metric=args.select_metric,
             select_mode=args.select_mode,

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, the rest resume"
     )
     p.add_argument("--dry-run", action="store_true", help="print the trials the sweep would run, and exit")
+    p.add_argument(
+        "--verbose", action="store_true", help="Tune's own tables and Ray's and the trials' log lines (default: off)"
+    )
     p.set_defaults(func=run)
 
 
@@ -91,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from orchestrator.run.driver import run_sweep
 
-    out = run_sweep(sweep, resume=args.resume, address=args.address)
+    out = run_sweep(sweep, resume=args.resume, address=args.address, verbose=args.verbose)
     return 0 if all(s != "error" for s in out["status"].values()) else 1
