@@ -95,7 +95,7 @@ def test_dry_run_prints_the_trial_table_and_runs_nothing(tmp_path, monkeypatch, 
     assert lines[1].split() == ["0", "joint", "0"]
     ogm = [line.split()[1:] for line in lines if " ogm_ge " in line]
     assert sorted(ogm) == sorted(["ogm_ge", s, f"alpha={a}"] for a in ("0.4", "0.8") for s in "01")
-    assert lines[-1].startswith("14 trials of experiment quickstart; execution packed")
+    assert lines[-1].startswith("18 trials of experiment quickstart; execution packed")  # 9 configs x 2 seeds
     assert not (tmp_path / "results").exists()
 
 
