@@ -129,7 +129,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     runtime.broadcast_model(model)
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
-        runtime.sync_gradients(optimizer)
+        runtime.sync_gradients(optimizer, train_cfg.ddp.overlap, train_cfg.ddp.bucket_mb)
     windows = {k: (0, train_cfg.epochs) for k in optimizers} | method.schedule_windows()
     schedulers = {k: make_scheduler(train_cfg.sched, o, max(windows[k][1], 1)) for k, o in optimizers.items()}
     loader = train_cfg.loader

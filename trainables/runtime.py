@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    _hooked: set[int] = field(default_factory=set, repr=False)  # parameters an overlapped sync owns
+    grad_syncs: list = field(default_factory=list, repr=False)  # the overlapped syncs (their counters)
 
     @property
     def is_main(self) -> bool:
@@ -51,14 +53,22 @@ class Runtime:
             dist.all_reduce(t)
         return t
 
-    def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+    def sync_gradients(self, optimizer: torch.optim.Optimizer, overlap: bool = False, bucket_mb: float = 25.0) -> None:
         """Average gradients over ranks before every ``optimizer.step()``.
 
         Hooked on the optimizer rather than wrapping the model in DDP so that every method works
         unchanged, including those that take several backward passes or optimizer steps per batch
         (MLA, SAM-based MIE): whatever gradient a method built is averaged right before it is used.
+        With ``overlap`` the all-reduces start during backward instead
+        (:class:`trainables.grad_sync.OverlappedGradSync`), with the same result.
         """
         if self.world_size == 1:
+            return
+        if overlap:
+            from trainables.grad_sync import OverlappedGradSync
+
+            sync = OverlappedGradSync(optimizer, self.world_size, self.all_reduce, bucket_mb, self._hooked)
+            self.grad_syncs.append(sync)
             return
 
         def hook(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
