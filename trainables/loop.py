@@ -266,6 +266,8 @@ def run_trial(
         row: dict[str, Any] = {"epoch": epoch + 1}
         trial.train_loader.sampler.set_epoch(epoch)
         trial.train_loader.sampler.set_indices(None)  # statistics passes in on_epoch_start see every sample
+        if trial.method.restart_from_best(epoch) and best.model is not None:
+            _restart_from_best(trial, best)
         row.update(
             {f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()}
         )
@@ -298,6 +300,13 @@ def run_trial(
         save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
+
+
+def _restart_from_best(trial: Trial, best: BestState) -> None:
+    """The method's ``restart_from_best`` hook: best-validation weights back, optimizer state cleared."""
+    trial.model.load_state_dict(best.model)
+    for optimizer in trial.optimizers.values():
+        optimizer.state.clear()
 
 
 def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:

@@ -165,6 +165,17 @@ class BalancingMethod:
         return [m for m in self.ctx.modalities if present is None or m in present]
 
     # --- hooks --------------------------------------------------------------------------------
+    def restart_from_best(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` starts a new stage of training from the best-validation model.
+
+        ``True``: before :meth:`on_epoch_start` of that epoch the loop puts the best-validation
+        weights (selected on ``eval.select_metric``, as for the test) back into the model and clears
+        every optimizer's state (momentum, Adam moments), as a fresh optimizer would start; the LR
+        schedules and the method's own state are kept. Nothing happens while no epoch has been
+        validated yet. Default ``False``. Keep it a pure function of ``epoch`` and the params.
+        """
+        return False
+
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         """Called before each training epoch (stage switches, statistics passes)."""
         return {}
