@@ -120,8 +120,9 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     encoders = {m: train_cfg.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
     shapes = {m: s.shape for m, s in data.modalities.items()}
     spec = ModelSpec(shapes, encoders, train_cfg.model.feature_dim, train_cfg.model.fusion, data.num_classes)
+    all_reduce = runtime.all_reduce if runtime.world_size > 1 else None
     method_ctx = MethodContext(
-        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed
+        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed, all_reduce
     )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)

@@ -51,6 +51,9 @@ class MethodContext:
         epochs: total number of training epochs of the trial.
         device: torch device the trial runs on.
         seed: trial seed.
+        all_reduce: sums a tensor over DDP ranks in place; ``None`` on one process. For statistics a
+            step builds from its batch that must be the same on every rank (MLA's and MIE's
+            projectors); see ``trainables.runtime.pooled_mean`` / ``sum_over_ranks``.
     """
 
     modalities: list[str]
@@ -58,6 +61,7 @@ class MethodContext:
     epochs: int
     device: torch.device
     seed: int = 0
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
