@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainables.methods import METHODS
-from trainables.methods.base import MethodContext, StepState
+from trainables.methods.base import EpochContext, MethodContext, StepState
 from trainables.models.classifier import ModelSpec
 from trainables.params import build_params
 from trainables.runtime import Runtime, pooled_mean, sum_over_ranks
@@ -30,13 +30,19 @@ def _build(method: str, params: dict, all_reduce=None):
     return m, m.build_model(SPEC)
 
 
+def _epoch_context(epoch: int, batches: list[dict], all_reduce=None) -> EpochContext:
+    return EpochContext(epoch, batches, torch.device("cpu"), lambda b: b, all_reduce or (lambda t: t))
+
+
 def _worker(rank: int, init: str, out: str, method: str, params: dict) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     rt = Runtime(torch.device("cpu"), rank, 2)
     m, model = _build(method, params, rt.all_reduce)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rt.sync_gradients(opt)
-    m.training_step(model, _batch(rank), {"main": opt}, StepState(0, 0, 1, 0))
+    if method == "mie":  # the epoch's statistics pass over this rank's shard (covariance=dataset)
+        m.on_epoch_start(model, _epoch_context(1, [_batch(rank), _batch(rank + 2)], rt.all_reduce))
+    m.training_step(model, _batch(rank), {"main": opt}, StepState(1, 0, 1, 1))
     torch.save({"method": m.state_dict(), "model": model.state_dict()}, f"{out}.{rank}")
     dist.destroy_process_group()
 
@@ -69,3 +75,38 @@ def test_mla_projector_is_the_same_on_both_ranks_and_is_the_pooled_batch_one(tmp
     assert not torch.allclose(
         P, update_projector(update_projector(torch.eye(8), feats[0]["a"], 0.1), feats[0]["b"], 0.1)
     )
+
+
+MIE_EXACT = {"alternation": "batch", "rho": 0.0, "mixup": 0.0}  # no per-rank nonlinearity: DDP == one big batch
+
+
+def _pooled_batch(ranks: tuple[int, ...]) -> dict:
+    parts = [_batch(r) for r in ranks]
+    return {
+        "inputs": {k: torch.cat([b["inputs"][k] for b in parts]) for k in ("a", "b")},
+        "label": torch.cat([b["label"] for b in parts]),
+        "index": torch.arange(8 * len(parts)),
+    }
+
+
+def test_mie_batch_covariance_is_pooled_so_a_ddp_step_is_the_one_process_step_of_both_batches(tmp_path) -> None:
+    params = {**MIE_EXACT, "covariance": "batch"}
+    got = _run_two_ranks(tmp_path, "mie", params)
+    assert all(torch.equal(got[0]["model"][k], got[1]["model"][k]) for k in got[0]["model"])
+    m, model = _build("mie", params)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    m.training_step(model, _pooled_batch((0, 1)), {"main": opt}, StepState(1, 0, 1, 1))
+    for k, v in model.state_dict().items():  # the gradient is linear in G once P is shared: G_0 P + G_1 P
+        torch.testing.assert_close(got[0]["model"][k], v, msg=k)
+
+
+def test_mie_dataset_projectors_are_the_same_on_both_ranks_and_those_of_all_shards(tmp_path) -> None:
+    params = {**MIE_EXACT, "covariance": "dataset"}
+    got = _run_two_ranks(tmp_path, "mie", params)
+    P0, P1 = got[0]["method"]["P"], got[1]["method"]["P"]
+    assert set(P0) == {"a", "b"} and all(torch.equal(x, y) for m in P0 for x, y in zip(P0[m], P1[m], strict=True))
+    m, model = _build("mie", params)
+    m.on_epoch_start(model, _epoch_context(1, [_batch(r) for r in (0, 2, 1, 3)]))
+    for mod in ("a", "b"):
+        for x, y in zip(P0[mod], m.P[mod], strict=True):
+            torch.testing.assert_close(x, y)
