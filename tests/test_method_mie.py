@@ -214,3 +214,35 @@ def test_mixup_mixes_the_active_input_and_its_loss_weights_both_labels() -> None
         model, batch, {"main": torch.optim.SGD(model.parameters(), lr=0.1)}, StepState(0, 0, 1, 0)
     )
     torch.testing.assert_close(stats["mie/loss/a"], want.detach())
+
+
+def test_sam_in_a_real_step_perturbs_encoder_and_head_by_rho_and_restores_them_before_the_update() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec({"a": (1, 8, 8), "b": (4,)}, {"a": "cnn", "b": "mlp"}, 8, "concat", 3)
+    params = {"alternation": "stage", "rho": 0.5, "flat_ratio": 0.5, "mixup": 0.0, "project": False}
+    method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
+    model = method.build_model(spec)
+    batch = {"inputs": {"a": torch.randn(6, 1, 8, 8), "b": torch.randn(6, 4)}, "label": torch.tensor([0, 1, 2] * 2)}
+    enc, head = model.encoders["a"], model.heads["a"]
+    start = copy.deepcopy(model.state_dict())
+    one_forward = copy.deepcopy(enc)
+    one_forward(batch["inputs"]["a"])  # BatchNorm statistics after exactly one training forward
+    seen: list[list[torch.Tensor]] = []
+    enc.register_forward_pre_hook(
+        lambda *_: seen.append([p.detach().clone() for p in [*enc.parameters(), *head.parameters()]])
+    )
+    at_step: list[dict] = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.register_step_pre_hook(lambda *_: at_step.append(copy.deepcopy(model.state_dict())))
+    method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
+    assert len(seen) == 2  # the plain forward and the forward at the perturbed point
+    deltas = [w_p - w for w, w_p in zip(seen[0], seen[1], strict=True)]
+    n_enc = len(list(enc.parameters()))
+    assert all(d.abs().max() > 0 for d in deltas[:n_enc])  # every encoder tensor is perturbed ...
+    assert all(d.abs().max() > 0 for d in deltas[n_enc:])  # ... and every head tensor
+    radius = torch.linalg.vector_norm(torch.stack([d.norm() for d in deltas]))
+    assert radius.item() == pytest.approx(0.5, rel=1e-4)  # jointly, by exactly rho
+    restored = at_step[0]
+    assert all(torch.equal(restored[k], start[k]) for k in start if ".running_" not in k and "num_batches" not in k)
+    for k, v in one_forward.state_dict().items():  # the perturbed pass left no trace in BatchNorm either
+        assert torch.equal(restored[f"encoders.a.{k}"], v), k
