@@ -168,7 +168,8 @@ def _second_moment_projectors(model, source: str, x: torch.Tensor, tau: float) -
 
 
 def test_stage_step_trains_the_active_modality_with_every_mlp_layer_projected_by_dataset_moments() -> None:
-    params = {"alternation": "stage", "covariance": "dataset", "head": "mlp", "rho": 0.0, "mixup": 0.0, "tau": 2.0}
+    params = {"alternation": "stage", "stage_epochs": [1], "covariance": "dataset", "head": "mlp", "rho": 0.0}
+    params |= {"mixup": 0.0, "tau": 2.0}
     method, model, batch = _setup(**params)
     ref_method, ref_model, _ = _setup(**params, project=False)
     ctx = EpochContext(1, [batch], torch.device("cpu"), lambda b: b)
