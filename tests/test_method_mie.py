@@ -247,3 +247,17 @@ def test_sam_in_a_real_step_perturbs_encoder_and_head_by_rho_and_restores_them_b
     assert all(torch.equal(restored[k], start[k]) for k in start if ".running_" not in k and "num_batches" not in k)
     for k, v in one_forward.state_dict().items():  # the perturbed pass left no trace in BatchNorm either
         assert torch.equal(restored[f"encoders.a.{k}"], v), k
+
+
+def test_stage_mode_in_a_trial_alternates_restarts_and_resumes_exactly(tmp_path) -> None:
+    from conftest import interrupted_then_resumed, tiny_config
+
+    from orchestrator.results import read_jsonl
+
+    params = {"alternation": "stage", "stage_epochs": [1, 2], "covariance": "dataset"}
+    cfg = tiny_config("mie", epochs=4, params=params, eval={"missing": False})
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=2)  # cut inside the 2-epoch stage of fou
+    assert resumed == straight
+    rows = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    assert [r["train/mie/active/pix"] for r in rows] == [1.0, 0.0, 0.0, 1.0]  # stages of 1, 2, 1 epochs
+    assert "train/mie/damping/pix" not in rows[0] and "train/mie/damping/fou" in rows[1]  # stage 0 unprojected
