@@ -67,13 +67,17 @@ defaults                                92.7 ± 3.2  93.3 ± 1.5  86.7 ± 4.8   
   shared_head=true                      92.6 ± 0.2  92.9 ± 1.4  81.9 ± 10.4  75.8 ± 1.0
   batch, batch, linear, no mixup (old)  95.0 ± 0.9  94.2 ± 0.3  92.6 ± 1.4   78.2 ± 1.0
 alternation=stage, stage_epochs=[1]     64.0 ± 13.2 62.1 ± 12.4 45.0 ± 2.0   46.5 ± 9.6
-  same, 24 epochs                       72.3 ± 21.2 70.9 ± 21.7 58.2 ± 21.6  51.4 ± 15.1
+  same, 24 epochs                       76.7 ± 23.4 75.0 ± 23.3 60.9 ± 19.4  56.9 ± 18.6
   stage_epochs=[3]                      80.6 ± 4.2  80.9 ± 3.1  63.4 ± 11.7  62.1 ± 2.3
+48 epochs: defaults                     95.9 ± 0.5  95.0 ± 1.2  93.2 ± 2.6   76.9 ± 1.4
+48 epochs: stage, stage_epochs=[6, 12]  95.1 ± 0.8  94.5 ± 0.8  90.9 ± 0.7   77.0 ± 0.2
 ======================================  ==========  ==========  ===========  ===========
 
-On this budget only ``alternation`` matters (-12 to -29 points for ``stage``); covariance, head, mixup
-and shared_head move val/acc by at most 2 points, inside about one std, so IGM's values stay. (The
-stage-mode one-knob variants, in /work/notes/readme/h9c.md, say the same of covariance and mixup.)
+On the 12-epoch budget only ``alternation`` matters (-12 to -29 points for ``stage``); covariance,
+head, mixup and shared_head move val/acc by at most 2 points, inside about one std, so IGM's values
+stay. With 48 epochs and multi-epoch stages, ``stage`` catches up (within one std of ``batch``): its
+deficit is one of short budgets and short stages, and ``batch`` is as good or better at both budgets
+without a recipe-specific stage length. (More stage-mode one-knob variants: /work/notes/readme/h9c.md.)
 """
 
 from __future__ import annotations
