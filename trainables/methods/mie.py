@@ -54,7 +54,7 @@ Under DDP the statistics (both ``covariance`` values) are summed over ranks befo
 so every rank holds the same ``P``, the one checkpointed. Exactly two modalities; with ``project``
 both encoders must give features of the same size.
 
-Ablation (mfeat, ``sweeps/quickstart.yaml`` settings, 12 epochs, seeds 0-2, mean ± std, %; the
+Ablation (``tests/perf/ablate_mie.py``: mfeat, quickstart settings, 12 epochs, seeds 0-2, mean ± std, %; the
 chosen defaults are alternation=batch, covariance=dataset, head=mlp, mixup=1.0, shared_head=false):
 
 ======================================  ==========  ==========  ===========  ===========
