@@ -113,6 +113,35 @@ def average_gradients(params: list[torch.Tensor], all_reduce, world_size: int) -
             offset += n
 
 
+def sum_over_ranks(tensors: list[torch.Tensor], all_reduce=None) -> list[torch.Tensor]:
+    """Each tensor summed over DDP ranks, with one collective for all of them (new tensors).
+
+    ``all_reduce`` sums in place over ranks (``Runtime.all_reduce``); ``None`` (one process)
+    returns the tensors unchanged. They travel flattened in one buffer of the first one's dtype.
+    """
+    if all_reduce is None:
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(tensors[0].dtype) for t in tensors])
+    all_reduce(flat)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset : offset + t.numel()].view(t.shape).to(t.dtype))
+        offset += t.numel()
+    return out
+
+
+def pooled_mean(x: torch.Tensor, all_reduce=None) -> torch.Tensor:
+    """Mean over dim 0 of ``x`` pooled over the rows of every rank (each row counts once).
+
+    The same tensor on every rank; ``x.mean(0)`` itself on one process (``all_reduce`` ``None``).
+    """
+    if all_reduce is None:
+        return x.mean(0)
+    count = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+    total, count = sum_over_ranks([x.sum(0), count], all_reduce)
+    return total / count
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
