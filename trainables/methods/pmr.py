@@ -156,7 +156,8 @@ class PMR(BalancingMethod):
         loss = F.cross_entropy(fused, y) + (gamma * pce).sum()
         stats: StepStats = {}
         if state.epoch < p.entropy_epochs and p.mu > 0:
-            dominant = torch.stack([entropy(z) for z in proto.values()])[scores.argmax()]
+            entropies = torch.stack([entropy(z) for z in proto.values()])
+            dominant = entropies.gather(0, scores.argmax()[None])[0]  # indexing by a tensor would sync the host
             loss = loss - p.mu * gamma.max() * dominant
             stats["pmr/entropy_dominant"] = dominant.detach()
         backward_and_step(optimizers["main"], loss)
