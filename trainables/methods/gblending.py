@@ -23,6 +23,11 @@ Defaults: ``super_epoch`` 10 (BalanceMM; the paper re-estimates every few epochs
 measured in eval mode on the whole training part and the held-out part at the super-epoch boundary
 (the paper measures at its checkpoints); ``O_k^2`` is floored at 1e-8. Under DDP the loss sums and
 counts are all-reduced, so every rank holds the same weights.
+
+Measured on mfeat (``sweeps/mfeat_all.yaml`` settings, 12 epochs, 3 seeds; joint 94.9 +- 0.9 test acc):
+super-epoch 10 gives 95.1 +- 0.4 (fused with only fou present 67.7 +- 0.7, joint 49.7 +- 6.9), super-epoch 4
+gives 94.4 +- 1.3; the final weights vary a lot between seeds (fused head 0.28-0.97), the estimate on a
+held-out tenth of 400 training digits being noisy.
 """
 
 from __future__ import annotations
