@@ -85,6 +85,16 @@ class Trial:
             return evaluate(self.method, self.model, loader, split, *args)
 
 
+# Model selection: ties in the selection metric (a saturated val/acc of 1.0, equal accuracies on a small
+# split) go to the lower validation loss, not to the earliest epoch, which would pick an undertrained state.
+TIE_BREAK = "val/loss"
+
+
+def selection_rule(metric: str, mode: str) -> dict[str, str]:
+    """How the best epoch was picked, as recorded in the summary (``selection``)."""
+    return {"metric": metric, "mode": mode, "tie_break": f"{TIE_BREAK} (min), then the earliest epoch"}
+
+
 @dataclass
 class BestState:
     """The best-validation epoch so far: its selection score, ``val/*`` metrics and weights."""
@@ -95,8 +105,14 @@ class BestState:
     model: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
 
-    def improved_by(self, score: float, mode: str) -> bool:
-        return self.score is None or (score > self.score if mode == "max" else score < self.score)
+    def improved_by(self, score: float, mode: str, tie_break: float | None = None) -> bool:
+        """Whether an epoch with ``score`` (and ``tie_break`` = its ``val/loss``) beats the best so far."""
+        if self.score is None:
+            return True
+        if score != self.score:
+            return score > self.score if mode == "max" else score < self.score
+        held = self.metrics.get(TIE_BREAK)
+        return tie_break is not None and held is not None and tie_break < held
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -283,7 +299,7 @@ def run_trial(
             raise ConfigError(
                 "eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}"
             )
-        if best.improved_by(score, train_cfg.eval.select_mode):
+        if best.improved_by(score, train_cfg.eval.select_mode, row.get(TIE_BREAK)):
             best = BestState(
                 epoch + 1,
                 score,
@@ -322,6 +338,7 @@ def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[di
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
         "best_epoch": best.epoch,
+        "selection": selection_rule(cfg.train.eval.select_metric, cfg.train.eval.select_mode),
         **best.metrics,
         **test,
         "config": cfg.to_dict(),
