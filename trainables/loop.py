@@ -24,6 +24,7 @@ from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
 from trainables.errors import ConfigError
 from trainables.evaluate import evaluate
+from trainables.health import chance_summary, warn_if_stuck
 from trainables.methods import METHODS
 from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState, StepStats
 from trainables.models.classifier import ModelSpec
@@ -311,6 +312,8 @@ def run_trial(
         if last:
             row.update(_test_of_best(trial, best))
         history.append(row)
+        if trial.runtime.is_main:
+            warn_if_stuck(history, trial.data.num_classes)
         save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
@@ -340,6 +343,7 @@ def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[di
         "best_epoch": best.epoch,
         "selection": selection_rule(cfg.train.eval.select_metric, cfg.train.eval.select_mode),
         **best.metrics,
+        **chance_summary(history, best.epoch, data.num_classes),
         **test,
         "config": cfg.to_dict(),
         "data_info": data.info,
