@@ -10,6 +10,7 @@ import math
 from orchestrator.report.leaderboard import BASELINE, DatasetBoard, Entry, Leaderboard, Stat
 
 DASH = "–"
+FLAG = "⚠"  # a row with failed seeds (listed under the table, see report/flags.py)
 
 
 def is_fraction(key: str) -> bool:
@@ -51,7 +52,7 @@ def table(lb: Leaderboard, board: DatasetBoard) -> tuple[list[str], list[list[st
     for e in board.entries:
         cfg = e.config_id if e.n_configs == 1 else f"{e.config_id}: {e.label} (best of {e.n_configs})"
         row = [
-            e.method,
+            f"{e.method} {FLAG}" if e.flags else e.method,
             cfg,
             str(len(e.trials)),
             fmt_stat(lb.select_metric, e.select),
@@ -98,3 +99,8 @@ def missing_lines(lb: Leaderboard) -> list[str]:
         logged = f"{len(t.history)} of {epochs} epochs logged"
         out.append(f"{t.trial_id}: {t.method}, seed {t.seed}, {logged} (running, stopped or failed)")
     return out
+
+
+def flag_lines(board: DatasetBoard) -> list[str]:
+    """One line per failed seed of a dataset's rows: ``method seed 2: at chance: audio``."""
+    return [f"{e.method} seed {seed}: {'; '.join(reasons)}" for e in board.entries for seed, reasons in e.flags.items()]

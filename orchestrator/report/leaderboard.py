@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report.flags import seed_flags
 from orchestrator.results import NON_IDENTITY_KEYS, TrialRecord, iter_trials
 from trainables.errors import ConfigError
 
@@ -50,6 +51,7 @@ class Entry:
     n_configs: int
     label: str = ""  # the hyperparameters that set this config apart from the method's other configs
     gain: float | None = None  # mean test acc on the weak modality minus joint's, as a fraction
+    flags: dict[int, list[str]] = field(default_factory=dict)  # seed -> why it failed (report/flags.py)
 
     @property
     def seeds(self) -> list[int]:
@@ -176,6 +178,7 @@ def _board(dataset: str, trials: list[TrialRecord], metric: str, mode: str) -> D
                 {c: _stat(chosen, c) for c in columns},
                 len(groups),
                 _labels(groups)[cid] if len(groups) > 1 else "",
+                flags=seed_flags(chosen),
             )
         )
     board = DatasetBoard(dataset, modalities, entries, columns)
