@@ -34,6 +34,7 @@ from trainables.precision import autocast
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from trainables.sampling import Drawn, EpochSampler
+from trainables.worker_seeds import EpochSeeded, loader_generator
 
 
 @dataclass
@@ -158,15 +159,22 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        Drawn(data.train),
+        Drawn(EpochSeeded(data.train, train_cfg.seed, sampler.shared_epoch)),  # draws by (seed, epoch, index)
         batch_size=loader.batch_size,
         sampler=sampler,
         drop_last=per_rank > loader.batch_size,
+        generator=loader_generator(train_cfg.seed),  # workers' base seeds: never from the global RNG
         **loader_kw,
     )
 
     def eval_loader(dataset: Any) -> DataLoader:
-        return DataLoader(_shard(dataset, runtime), batch_size=loader.eval_batch_size, shuffle=False, **loader_kw)
+        return DataLoader(
+            _shard(dataset, runtime),
+            batch_size=loader.eval_batch_size,
+            shuffle=False,
+            generator=loader_generator(train_cfg.seed),
+            **loader_kw,
+        )
 
     return Trial(
         cfg,
