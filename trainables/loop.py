@@ -31,6 +31,7 @@ from trainables.models.classifier import ModelSpec
 from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.precision import autocast
+from trainables.protocol import SHAPLEY_SCHEME, common_protocol
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from trainables.sampling import Drawn, EpochSampler
@@ -333,6 +334,8 @@ def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
     trial.model.load_state_dict(best.model)
     trial.method.load_state_dict(best.method)
     out = trial.eval_split(trial.test_loader, "test", missing=trial.cfg.train.eval.missing)
+    if trial.cfg.train.eval.protocol:  # probes and Shapley values, the same for every method
+        out.update(common_protocol(trial))
     out["best/epoch"] = best.epoch
     trial.model.load_state_dict(last_model)
     trial.method.load_state_dict(last_method)
@@ -353,6 +356,8 @@ def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[di
         **best.metrics,
         **chance_summary(history, best.epoch, data.num_classes),
         **test,
+        "eval/missing_scheme": METHODS.get(cfg.train.method).missing_scheme,
+        "eval/shapley_scheme": SHAPLEY_SCHEME if cfg.train.eval.protocol else None,
         "config": cfg.to_dict(),
         "data_info": data.info,
         "modalities": list(data.modalities),
