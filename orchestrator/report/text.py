@@ -60,7 +60,7 @@ def csv_rows(lb: Leaderboard) -> tuple[list[str], list[list[object]]]:
         "select_std",
     ]
     header += [f"{m}/{part}" for m in metrics for part in ("mean", "std")]
-    header += ["weak_modality", "gain_weak_vs_joint", "flagged_seeds"]
+    header += ["weak_modality", "gain_weak_vs_joint", "gain_metric", "flagged_seeds"]
     rows: list[list[object]] = []
     for b in lb.boards:
         for e in b.entries:
@@ -80,7 +80,7 @@ def csv_rows(lb: Leaderboard) -> tuple[list[str], list[list[object]]]:
                 s = e.metrics.get(m, Stat(math.nan, math.nan, 0))
                 row += [_num(s.mean), _num(s.std)]
             flagged = ";".join(f"{seed}: {', '.join(r)}" for seed, r in e.flags.items())
-            rows.append(row + [b.weak or "", _num(e.gain), flagged])
+            rows.append(row + [b.weak or "", _num(e.gain), b.gain_metric if b.weak else "", flagged])
     return header, rows
 
 
