@@ -20,7 +20,7 @@ class Augmenting(Dataset):
         return 12
 
     def __getitem__(self, i: int) -> dict:
-        return {"index": i, "draw": torch.tensor([torch.rand(()).item(), np.random.rand(), random.random()])}
+        return {"index": i, "rand": torch.tensor([torch.rand(()).item(), np.random.rand(), random.random()])}
 
 
 def _draws(num_workers: int, epochs: range, seed: int = 3) -> dict[tuple[int, int], torch.Tensor]:
@@ -38,7 +38,7 @@ def _draws(num_workers: int, epochs: range, seed: int = 3) -> dict[tuple[int, in
     for epoch in epochs:
         sampler.set_epoch(epoch)
         for batch in loader:
-            out.update({(epoch, int(i)): d for i, d in zip(batch["index"], batch["draw"], strict=True)})
+            out.update({(epoch, int(i)): d for i, d in zip(batch["index"], batch["rand"], strict=True)})
     return out
 
 
