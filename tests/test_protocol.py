@@ -61,3 +61,44 @@ def test_the_protocol_can_be_switched_off(tmp_path):
     summary = run_trial(tiny_config(epochs=1, eval={"protocol": False}), JsonlReporter(tmp_path))
     assert not any(k.startswith(("test/probe/", "test/shapley/")) for k in summary)
     assert summary["eval/shapley_scheme"] is None
+
+
+def test_features_gathered_over_two_ranks_equal_one_process():
+    # two threads stand in for two DDP ranks: each reads its strided shard, all_reduce sums over both
+    import threading
+
+    from torch.utils.data import DataLoader, Subset
+
+    from trainables.protocol import gather_features
+
+    trial = build_trial(resolve(tiny_config(epochs=1)), Runtime.local("cpu"))
+    model, data = trial.model.eval(), trial.data.test
+    barrier, slots = threading.Barrier(2, timeout=60), [None, None]  # a failing rank breaks it, no hang
+
+    def make_all_reduce(rank):
+        def all_reduce(t):
+            slots[rank] = t.clone()
+            barrier.wait()
+            t.copy_(slots[0] + slots[1])
+            barrier.wait()
+            return t
+
+        return all_reduce
+
+    out = [None, None]
+
+    def rank(r):
+        shard = Subset(data, list(range(r, len(data), 2)))
+        loader = DataLoader(shard, batch_size=7)  # a batch size that splits unevenly
+        out[r] = gather_features(model, loader, len(data), trial.to_device, make_all_reduce(r))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    single = gather_features(model, DataLoader(data, batch_size=64), len(data), trial.to_device, lambda t: t)
+    for feats, labels in out:
+        assert torch.equal(labels, single[1])
+        for m in ("pix", "fou"):
+            torch.testing.assert_close(feats[m], single[0][m], rtol=0, atol=1e-6)
