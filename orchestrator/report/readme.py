@@ -57,7 +57,7 @@ def describe_machine(m: dict[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     return (
         f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores{gpu}), torch {m.get('torch', '?')} "
-        f"({m.get('torch_threads', '?')} threads), Python {m.get('python', '?')}, {m.get('os', '?')}"
+        f"(intra-op threads: {m.get('torch_threads', '?')}), Python {m.get('python', '?')}, {m.get('os', '?')}"
     )
 
 
