@@ -301,6 +301,7 @@ def run_trial(
             {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
         )
         _step_schedulers(trial, row, epoch)
+        trial.runtime.broadcast_buffers(trial.model)  # every rank evaluates what the checkpoint holds
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)
