@@ -3,6 +3,7 @@
 ```
 results/<experiment>/
   sweep.yaml                      # the sweep as run (after --set), for sweeps
+  machine.json                    # the machine the sweep (re)started on (CPU, torch): report --readme
   trials/<trial_id>/config.json   # resolved trial config + "_meta": {trial_id, config_id, experiment, method}
   trials/<trial_id>/metrics.jsonl # one JSON row per epoch, schema keys (epoch, train/..., val/...)
   trials/<trial_id>/summary.json  # written last and atomically, only when the trial completed

@@ -54,14 +54,54 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, every, stop):
     assert [r["epoch"] for r in _rows(tmp_path / "cut")] == [1, 2, 3, 4]  # every epoch exactly once
 
 
+def _best_by_rule(rows):
+    """Highest val/acc, ties to the lower val/loss, then the earliest epoch."""
+    return min(rows, key=lambda r: (-r["val/acc"], r["val/loss"], r["epoch"]))["epoch"]
+
+
 def test_best_epoch_is_chosen_on_validation_and_test_comes_from_it(tmp_path):
     summary = run_trial(tiny_config(epochs=4), JsonlReporter(tmp_path))
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     val = [r["val/acc"] for r in rows]
-    best = val.index(max(val)) + 1  # first epoch reaching the max
+    best = _best_by_rule(rows)
     assert summary["best_epoch"] == best == rows[-1]["best/epoch"]
     assert summary["val/acc"] == max(val)
     assert all(not k.startswith("test/") for r in rows[:-1] for k in r)  # test is looked at once, at the end
+
+
+def test_selection_ties_go_to_the_lower_val_loss(tmp_path, monkeypatch):
+    # a saturated selection metric: every epoch ties on val/acc, so only the tie-break can choose
+    from trainables.loop import Trial
+
+    real = Trial.eval_split
+
+    def saturated(self, loader, split, missing=False):
+        out = real(self, loader, split, missing)
+        return {**out, "val/acc": 1.0} if split == "val" else out
+
+    monkeypatch.setattr(Trial, "eval_split", saturated)
+    summary = run_trial(tiny_config(epochs=4, optim={"name": "adam", "lr": 0.003}), JsonlReporter(tmp_path))
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    losses = [r["val/loss"] for r in rows]
+    assert losses.index(min(losses)) > 0, "the loss must fall after epoch 1 for the test to mean anything"
+    assert summary["best_epoch"] == losses.index(min(losses)) + 1 == rows[-1]["best/epoch"]
+    assert summary["val/loss"] == min(losses)
+    assert summary["selection"] == {
+        "metric": "val/acc",
+        "mode": "max",
+        "tie_break": "val/loss (min), then the earliest epoch",
+    }
+
+
+def test_best_state_tie_break_unit():
+    from trainables.loop import BestState
+
+    best = BestState(epoch=3, score=1.0, metrics={"val/acc": 1.0, "val/loss": 0.5})
+    assert best.improved_by(1.0, "max", 0.4)  # same accuracy, lower loss
+    assert not best.improved_by(1.0, "max", 0.5)  # a full tie keeps the earlier epoch
+    assert not best.improved_by(1.0, "max", 0.6)
+    assert not best.improved_by(0.9, "max", 0.1)  # the selection metric comes first
+    assert best.improved_by(0.4, "min", 9.0)
 
 
 def test_min_mode_selection(tmp_path):

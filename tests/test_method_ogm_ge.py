@@ -113,8 +113,8 @@ def test_ge_noise_reaches_both_encoders_but_not_the_head() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
     for m in ("a", "b"):
-        w = model.encoders[m].net[1].weight
-        assert not torch.allclose(w.grad, ref[f"encoders.{m}.net.1.weight"]), m
+        w = model.encoders[m].net[2].weight
+        assert not torch.allclose(w.grad, ref[f"encoders.{m}.net.2.weight"]), m
     torch.testing.assert_close(model.head.fc.weight.grad, ref["head.fc.weight"])
 
 

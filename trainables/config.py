@@ -68,6 +68,7 @@ class EvalConfig:
     missing: bool = knob(True, "evaluate test accuracy for every non-empty subset of modalities")
     select_metric: str = knob("val/acc", "validation metric that picks the best epoch")
     select_mode: Literal["max", "min"] = knob("max", "whether larger or smaller select_metric is better")
+    protocol: bool = knob(True, "after training: linear probe per encoder and Shapley values (trainables/protocol.py)")
 
 
 @dataclass(frozen=True)

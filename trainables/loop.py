@@ -24,15 +24,18 @@ from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
 from trainables.errors import ConfigError
 from trainables.evaluate import evaluate
+from trainables.health import chance_summary, warn_if_stuck
 from trainables.methods import METHODS
 from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState, StepStats
 from trainables.models.classifier import ModelSpec
 from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.precision import autocast
+from trainables.protocol import SHAPLEY_SCHEME, common_protocol
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from trainables.sampling import Drawn, EpochSampler
+from trainables.worker_seeds import EpochSeeded, loader_generator
 
 
 @dataclass
@@ -85,6 +88,16 @@ class Trial:
             return evaluate(self.method, self.model, loader, split, *args)
 
 
+# Model selection: ties in the selection metric (a saturated val/acc of 1.0, equal accuracies on a small
+# split) go to the lower validation loss, not to the earliest epoch, which would pick an undertrained state.
+TIE_BREAK = "val/loss"
+
+
+def selection_rule(metric: str, mode: str) -> dict[str, str]:
+    """How the best epoch was picked, as recorded in the summary (``selection``)."""
+    return {"metric": metric, "mode": mode, "tie_break": f"{TIE_BREAK} (min), then the earliest epoch"}
+
+
 @dataclass
 class BestState:
     """The best-validation epoch so far: its selection score, ``val/*`` metrics and weights."""
@@ -95,8 +108,14 @@ class BestState:
     model: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
 
-    def improved_by(self, score: float, mode: str) -> bool:
-        return self.score is None or (score > self.score if mode == "max" else score < self.score)
+    def improved_by(self, score: float, mode: str, tie_break: float | None = None) -> bool:
+        """Whether an epoch with ``score`` (and ``tie_break`` = its ``val/loss``) beats the best so far."""
+        if self.score is None:
+            return True
+        if score != self.score:
+            return score > self.score if mode == "max" else score < self.score
+        held = self.metrics.get(TIE_BREAK)
+        return tie_break is not None and held is not None and tie_break < held
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -142,15 +161,22 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        Drawn(data.train),
+        Drawn(EpochSeeded(data.train, train_cfg.seed, sampler.shared_epoch)),  # draws by (seed, epoch, index)
         batch_size=loader.batch_size,
         sampler=sampler,
         drop_last=per_rank > loader.batch_size,
+        generator=loader_generator(train_cfg.seed),  # workers' base seeds: never from the global RNG
         **loader_kw,
     )
 
     def eval_loader(dataset: Any) -> DataLoader:
-        return DataLoader(_shard(dataset, runtime), batch_size=loader.eval_batch_size, shuffle=False, **loader_kw)
+        return DataLoader(
+            _shard(dataset, runtime),
+            batch_size=loader.eval_batch_size,
+            shuffle=False,
+            generator=loader_generator(train_cfg.seed),
+            **loader_kw,
+        )
 
     return Trial(
         cfg,
@@ -278,6 +304,7 @@ def run_trial(
             {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
         )
         _step_schedulers(trial, row, epoch)
+        trial.runtime.broadcast_buffers(trial.model)  # every rank evaluates what the checkpoint holds
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)
@@ -286,7 +313,7 @@ def run_trial(
             raise ConfigError(
                 "eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}"
             )
-        if best.improved_by(score, train_cfg.eval.select_mode):
+        if best.improved_by(score, train_cfg.eval.select_mode, row.get(TIE_BREAK)):
             best = BestState(
                 epoch + 1,
                 score,
@@ -298,6 +325,8 @@ def run_trial(
         if last:
             row.update(_test_of_best(trial, best))
         history.append(row)
+        if trial.runtime.is_main:
+            warn_if_stuck(history, trial.data.num_classes)
         save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
@@ -316,6 +345,8 @@ def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
     trial.model.load_state_dict(best.model)
     trial.method.load_state_dict(best.method)
     out = trial.eval_split(trial.test_loader, "test", missing=trial.cfg.train.eval.missing)
+    if trial.cfg.train.eval.protocol:  # probes and Shapley values, the same for every method
+        out.update(common_protocol(trial))
     out["best/epoch"] = best.epoch
     trial.model.load_state_dict(last_model)
     trial.method.load_state_dict(last_method)
@@ -332,8 +363,12 @@ def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[di
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
         "best_epoch": best.epoch,
+        "selection": selection_rule(cfg.train.eval.select_metric, cfg.train.eval.select_mode),
         **best.metrics,
+        **chance_summary(history, best.epoch, data.num_classes),
         **test,
+        "eval/missing_scheme": METHODS.get(cfg.train.method).missing_scheme,
+        "eval/shapley_scheme": SHAPLEY_SCHEME if cfg.train.eval.protocol else None,
         "config": cfg.to_dict(),
         "data_info": data.info,
         "modalities": list(data.modalities),

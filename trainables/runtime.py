@@ -83,6 +83,17 @@ class Runtime:
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
 
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP's ``broadcast_buffers``.
+
+        Gradients are averaged but buffers are updated from each rank's own batches, so without this
+        each rank would evaluate its shard with other running statistics than the checkpoint (rank 0's).
+        """
+        if self.world_size == 1:
+            return
+        for t in model.buffers():
+            dist.broadcast(t.data, src=0)
+
 
 def average_gradients(params: list[torch.Tensor], all_reduce, world_size: int) -> None:
     """Average ``params``' gradients over ranks with two collectives, whatever each rank computed.

@@ -10,6 +10,7 @@ from orchestrator.cli import add_command
 EXAMPLES = """
   mmbal report results/quickstart                   # leaderboard, CSV, plots, report.html in results/quickstart/report
   mmbal report results/quickstart --wandb           # and a W&B summary run next to the trials' curves
+  mmbal report results/quickstart --readme          # the README's results table, naming the machine
 """
 
 
@@ -21,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default EXPERIMENT_DIR/report)")
     p.add_argument("--select-metric", default="val/acc", help="validation metric that picks each method's best config")
     p.add_argument("--select-mode", default="max", choices=["max", "min"])
+    p.add_argument(
+        "--readme", action="store_true", help="print the README's results table (with the machine) and write readme.md"
+    )
     p.add_argument("--wandb", action="store_true", help="also log a W&B summary run (offline unless WANDB_MODE=online)")
     p.add_argument(
         "--wandb-project", default=None, help="W&B project (default: the sweep's tracking.project, else mmbal)"
@@ -44,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.report import leaderboard_markdown, write_report
     from orchestrator.report.summary_run import log_summary_run
 
+    if args.readme:
+        from orchestrator.report.readme import write_readme
+
+        text, path = write_readme(args.experiment_dir, args.out, args.select_metric, args.select_mode)
+        print(text, end="")
+        print(f"wrote readme table: {path}")
+        return 0
     files = write_report(args.experiment_dir, args.out, args.select_metric, args.select_mode)
     print(leaderboard_markdown(args.experiment_dir, args.select_metric, args.select_mode))
     for kind, path in files.items():

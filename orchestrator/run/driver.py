@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from orchestrator.report import leaderboard_markdown
+from orchestrator.report.readme import write_machine
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
 from orchestrator.run.local import run_local
@@ -125,6 +126,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
         namer=TrialNamer(sweep),
     )
     writer.write_sweep(canonical(sweep.raw))
+    write_machine(sweep.results_dir)  # what `mmbal report --readme` says the numbers were measured on
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
