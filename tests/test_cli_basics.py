@@ -84,7 +84,8 @@ def test_list_sweeps_and_init_copy_one_to_edit(tmp_path, monkeypatch, capsys):
     mounts = yaml.safe_load((tmp_path / "conf" / "cluster.yaml").read_text())["file_mounts"]
     assert mounts == {"/home/ray/mmbal": str(ROOT)}  # this checkout, wherever `ray up` runs
     assert main(["init", "nope"]) == 2
-    assert "SWEEP: no shipped sweep 'nope'; known: cremad_amco" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SWEEP: no shipped sweep 'nope'; known: " in err and "cremad_amco, " in err and "quickstart" in err
 
 
 def test_dry_run_prints_the_trial_table_and_runs_nothing(tmp_path, monkeypatch, capsys):
