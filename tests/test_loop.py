@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import TINY_ARGS, interrupted_then_resumed, tiny_config
 
 from orchestrator.cli import main
@@ -109,3 +110,42 @@ def test_out_dir_with_another_config_is_refused(tmp_path, capsys):
     assert main([*base, "--set", "optim.lr=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0] and "optim" in err[0]
+
+
+def test_restart_from_best_hook_puts_best_weights_back_and_clears_optimizer_state(tmp_path, monkeypatch):
+    import copy
+
+    from trainables.methods.joint import Joint
+
+    ends, starts, opt_state = {}, {}, {}
+    step = Joint.training_step
+
+    def on_epoch_end(self, model, ctx):
+        ends[ctx.epoch] = copy.deepcopy(model.state_dict())
+        return {}
+
+    def on_epoch_start(self, model, ctx):
+        starts[ctx.epoch] = copy.deepcopy(model.state_dict())
+        return {}
+
+    def training_step(self, model, batch, optimizers, state):
+        if state.batch_idx == 0:
+            opt_state[state.epoch] = len(optimizers["main"].state)
+        return step(self, model, batch, optimizers, state)
+
+    monkeypatch.setattr(Joint, "restart_from_best", lambda self, epoch: epoch in (0, 3))
+    for name, fn in [
+        ("on_epoch_end", on_epoch_end),
+        ("on_epoch_start", on_epoch_start),
+        ("training_step", training_step),
+    ]:
+        monkeypatch.setattr(Joint, name, fn)
+    # select the epoch of the *highest* val loss, so that the best state is an early one, not the last
+    cfg = tiny_config(epochs=4, eval={"select_metric": "val/loss", "select_mode": "max", "missing": False})
+    summary = run_trial(cfg, JsonlReporter(tmp_path))
+    best = summary["best_epoch"] - 1  # 0-based epoch whose end state is the best
+    assert best < 2, "the test needs a best state older than the last epoch before the restart"
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)
+    assert same(starts[3], ends[best]) and not same(starts[3], ends[2])  # restarted from the best weights
+    assert same(starts[1], ends[0]) and same(starts[2], ends[1])  # other epochs continue as usual
+    assert opt_state[3] == 0 and opt_state[2] > 0  # momentum cleared at the restart only

@@ -71,6 +71,12 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DDPConfig:
+    overlap: bool = knob(False, "average gradients while backward runs (bucketed async all-reduce); false: at the step")
+    bucket_mb: float = knob(25.0, "overlap: size of a gradient bucket, MiB", gt=0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: str = knob("joint", "balancing method (mmbal list methods)")
     dataset: str = knob("mfeat", "dataset (mmbal list datasets)")
@@ -90,6 +96,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
+    ddp: DDPConfig = DDPConfig()
 
 
 @dataclass(frozen=True)

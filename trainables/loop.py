@@ -120,8 +120,9 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     encoders = {m: train_cfg.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
     shapes = {m: s.shape for m, s in data.modalities.items()}
     spec = ModelSpec(shapes, encoders, train_cfg.model.feature_dim, train_cfg.model.fusion, data.num_classes)
+    all_reduce = runtime.all_reduce if runtime.world_size > 1 else None
     method_ctx = MethodContext(
-        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed
+        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed, all_reduce
     )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)
@@ -129,7 +130,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     runtime.broadcast_model(model)
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
-        runtime.sync_gradients(optimizer)
+        runtime.sync_gradients(optimizer, train_cfg.ddp.overlap, train_cfg.ddp.bucket_mb)
     windows = {k: (0, train_cfg.epochs) for k in optimizers} | method.schedule_windows()
     schedulers = {k: make_scheduler(train_cfg.sched, o, max(windows[k][1], 1)) for k, o in optimizers.items()}
     loader = train_cfg.loader
@@ -266,6 +267,8 @@ def run_trial(
         row: dict[str, Any] = {"epoch": epoch + 1}
         trial.train_loader.sampler.set_epoch(epoch)
         trial.train_loader.sampler.set_indices(None)  # statistics passes in on_epoch_start see every sample
+        if trial.method.restart_from_best(epoch) and best.model is not None:
+            _restart_from_best(trial, best)
         row.update(
             {f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()}
         )
@@ -298,6 +301,13 @@ def run_trial(
         save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
+
+
+def _restart_from_best(trial: Trial, best: BestState) -> None:
+    """The method's ``restart_from_best`` hook: best-validation weights back, optimizer state cleared."""
+    trial.model.load_state_dict(best.model)
+    for optimizer in trial.optimizers.values():
+        optimizer.state.clear()
 
 
 def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
