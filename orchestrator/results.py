@@ -220,3 +220,14 @@ class ResultsWriter:
 
     def write_sweep(self, text: str) -> None:
         atomic_write_text(self.results_dir / "sweep.yaml", text)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (an empty dict stays a value)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

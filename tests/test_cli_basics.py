@@ -75,7 +75,7 @@ def test_shipped_files_are_package_data_and_reachable_from_anywhere():
 def test_list_sweeps_and_init_copy_one_to_edit(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["list", "sweeps"]) == 0
-    assert "quickstart: Every balancing method against joint" in capsys.readouterr().out
+    assert "quickstart: The first five balancing methods" in capsys.readouterr().out
     assert main(["init", "quickstart"]) == 0
     assert (tmp_path / "quickstart.yaml").read_text() == (ROOT / "sweeps" / "quickstart.yaml").read_text()
     assert main(["init", "quickstart.yaml"]) == 2  # never overwrites silently

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.cli import add_command, add_overrides
 from trainables.errors import ConfigError
@@ -51,23 +51,15 @@ def sweep_file(arg: str) -> Path:
     raise ConfigError("SWEEP", f"no such sweep file or experiment folder: {arg}")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def trial_table(sweep: Sweep) -> list[str]:
     """One row per trial: index, method, seed and the settings that vary between the trials of its method."""
     s = sweep.keys.search
     if not sweep.trials:  # optuna/hyperopt draw their trials while they run
         spaces = "; ".join(f"{label}: {space}" for label, space in sweep.spaces.items())
         return [f"{s.samples} {s.searcher} trials over {spaces}"]
-    flats = [_flat(p.config) for p in sweep.trials]
+    from orchestrator.results import flatten
+
+    flats = [flatten(p.config) for p in sweep.trials]
     varied: dict[str, list[str]] = {}  # label -> keys whose values differ between its trials
     for label in {p.label for p in sweep.trials}:
         group = [f for p, f in zip(sweep.trials, flats, strict=True) if p.label == label]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report.flags import seed_flags
-from orchestrator.results import NON_IDENTITY_KEYS, TrialRecord, iter_trials
+from orchestrator.results import NON_IDENTITY_KEYS, TrialRecord, flatten, iter_trials
 from trainables.errors import ConfigError
 
 BASELINE = "joint"
@@ -116,20 +116,10 @@ def load_trials(results_dir: str | Path) -> list[TrialRecord]:
     return trials
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _labels(groups: dict[str, list[TrialRecord]]) -> dict[str, str]:
     """Per config id, the keys whose values differ between a method's configs (``optim.lr=0.1``)."""
     flat = {
-        cid: _flatten({k: v for k, v in ts[0].config.items() if k not in NON_IDENTITY_KEYS})
+        cid: flatten({k: v for k, v in ts[0].config.items() if k not in NON_IDENTITY_KEYS})
         for cid, ts in groups.items()
     }
     keys = sorted({k for f in flat.values() for k in f})

@@ -10,20 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestrator.results import NON_IDENTITY_KEYS
+from orchestrator.results import NON_IDENTITY_KEYS, flatten
 from orchestrator.sweep import space as ss
 from orchestrator.sweep.spec import Sweep
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

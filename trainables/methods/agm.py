@@ -151,12 +151,11 @@ class AGM(BalancingMethod):
     """Fused CE whose gradient through each modality's Shapley response is scaled adaptively."""
 
     Params = AGMParams
+    min_modalities = 2
     missing_scheme = "zero-input"
 
     def __init__(self, params: AGMParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "agm needs at least 2 modalities")
         self.running = torch.zeros(len(ctx.modalities), dtype=torch.float64)
 
     def training_step(

@@ -34,13 +34,11 @@ Under DDP each rank decides dependence from its own batch (as ``ogm_ge``'s per-b
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
@@ -52,8 +50,7 @@ from trainables.methods.base import (
     backward_and_step,
     register_method,
 )
-from trainables.methods.opm import predict_zero_feature
-from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
 
 
@@ -94,12 +91,11 @@ class AMCo(BalancingMethod):
     """Fused CE on features whose dependent modality is masked, plus unmasked unimodal CEs."""
 
     Params = AMCoParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
 
     def __init__(self, params: AMCoParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "amco needs at least 2 modalities")
         self.dependent = torch.zeros(len(ctx.modalities), dtype=torch.bool)
 
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
@@ -127,9 +123,3 @@ class AMCo(BalancingMethod):
             stats[f"amco/share/{m}"] = share[i]
             stats[f"amco/masked/{m}"] = dep[i].float() * ratio
         return stats
-
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        """No mask at evaluation; absent modalities have their features zeroed."""
-        return predict_zero_feature(model, inputs, self.present_modalities(present))

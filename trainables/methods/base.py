@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from trainables.errors import ConfigError
 from trainables.models.classifier import ModelSpec, mask_inputs
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import NoParams
@@ -114,8 +115,12 @@ class BalancingMethod:
     variant_param: ClassVar[str | None] = None
     # How absent modalities are handled in missing-modality evaluation (a key of ``MISSING_SCHEMES``).
     missing_scheme: ClassVar[str] = "zero-input"
+    # Fewest modalities the method makes sense with (a balancing method needs two to balance).
+    min_modalities: ClassVar[int] = 1
 
     def __init__(self, params: Any, ctx: MethodContext) -> None:
+        if len(ctx.modalities) < self.min_modalities:
+            raise ConfigError("method", f"{self.name} needs at least {self.min_modalities} modalities")
         self.params = params
         self.ctx = ctx
 
@@ -157,9 +162,12 @@ class BalancingMethod:
         """Fused and per-modality logits for evaluation.
 
         Args:
-            present: modalities available, handled by the method's ``missing_scheme`` (here
-                ``zero-input``: the others are zeroed). ``None`` means all present.
+            present: modalities available, handled by the method's ``missing_scheme``: ``zero-input``
+                (the default: the others' inputs are zeroed) and ``zero-feature`` (the others' encoder
+                features are zeroed before the head) are handled here. ``None`` means all present.
         """
+        if self.missing_scheme == "zero-feature":
+            return predict_zero_feature(model, inputs, self.present_modalities(present))
         if present is not None:
             inputs = mask_inputs(inputs, present)
         return model(inputs)
@@ -207,6 +215,14 @@ class BalancingMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def predict_zero_feature(model: MultimodalModel, inputs: dict[str, torch.Tensor], keep: Collection[str]) -> ModelOutput:
+    """The standard model's outputs with the features of modalities not in ``keep`` zeroed before the head."""
+    feats = model.encode(inputs)
+    feats = {m: f if m in keep else torch.zeros_like(f) for m, f in feats.items()}
+    fused, per = model.head(feats)
+    return ModelOutput(fused, per, feats)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

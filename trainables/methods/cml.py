@@ -27,25 +27,21 @@ and drops the second term.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
-    MethodContext,
     Optimizers,
     StepState,
     StepStats,
     backward_and_step,
     register_method,
 )
-from trainables.methods.opm import predict_zero_feature
-from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
 
 
@@ -85,12 +81,8 @@ class CML(BalancingMethod):
     """Mean CE over nested modality subsets plus a penalty on confidence that grows as modalities go."""
 
     Params = CMLParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
-
-    def __init__(self, params: CMLParams, ctx: MethodContext) -> None:
-        super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "cml needs at least 2 modalities")
 
     def training_step(
         self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
@@ -115,9 +107,3 @@ class CML(BalancingMethod):
             "cml/ranking": rank.detach(),
             "cml/violations": violations,
         }
-
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        """Absent modalities have their features zeroed (as in training)."""
-        return predict_zero_feature(model, inputs, self.present_modalities(present))

@@ -197,12 +197,11 @@ class DIMML(BalancingMethod):
     """Detached unimodal training with DUC, then a fusion head on frozen encoders."""
 
     Params = DIMMLParams
+    min_modalities = 2
     missing_scheme = "drop-head"
 
     def __init__(self, params: DIMMLParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "di_mml needs at least 2 modalities")
         self.duc_start, self.stage1_epochs = schedule(params, ctx.epochs)
         self.stage = 1
         self.effective: dict[str, torch.Tensor] = {}

@@ -156,13 +156,12 @@ class DMRNet(BalancingMethod):
     """Random modality combinations + Gaussian embedding + weak-combination regulariser."""
 
     Params = DMRNetParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
 
     def __init__(self, params: DMRNetParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise ConfigError("method", "dmrnet needs at least 2 modalities")
         # Summed over ranks and epochs at every epoch end, so that a checkpoint (rank 0's) is exact
         # under DDP; the per-epoch buffer is local and always empty at an epoch boundary.
         self.var_sum = torch.zeros(n, dtype=torch.float64)

@@ -39,7 +39,6 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
@@ -86,12 +85,11 @@ class GBlending(BalancingMethod):
     """Fused and unimodal head losses blended by weights re-estimated on a held-out part of train."""
 
     Params = GBlendingParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
 
     def __init__(self, params: GBlendingParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "gblending needs at least 2 modalities")
         self.heads = ["fused", *ctx.modalities]
         self.weights = torch.full((len(self.heads),), 1 / len(self.heads), dtype=torch.float64)
         self.last: torch.Tensor | None = None  # [2, K] mean losses (train part, held-out) of the last estimate

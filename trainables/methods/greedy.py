@@ -212,13 +212,12 @@ class Greedy(BalancingMethod):
     """Branch losses through an MMTM fusion; re-balancing steps when conditional learning speeds diverge."""
 
     Params = GreedyParams
+    min_modalities = 2
     missing_scheme = "mean-feature"
 
     def __init__(self, params: GreedyParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise ConfigError("method", "greedy needs at least 2 modalities")
         self.state = {
             "main": torch.zeros(n, dtype=torch.float64),
             "bypass": torch.zeros(n, dtype=torch.float64),

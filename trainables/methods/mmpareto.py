@@ -44,11 +44,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
-    MethodContext,
     Optimizers,
     StepState,
     StepStats,
@@ -118,12 +116,8 @@ class MMPareto(BalancingMethod):
     """Fused + unimodal losses; each encoder's two gradients integrated by MMPareto."""
 
     Params = MMParetoParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
-
-    def __init__(self, params: MMParetoParams, ctx: MethodContext) -> None:
-        super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "mmpareto needs at least 2 modalities")
 
     def build_model(self, spec: ModelSpec) -> MultimodalModel:
         return MMParetoModel(spec)

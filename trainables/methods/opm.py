@@ -40,24 +40,21 @@ its own drops and uses its own batch's scores, as for OGM-GE.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
-    MethodContext,
     Optimizers,
     StepState,
     StepStats,
     register_method,
 )
 from trainables.methods.ogm_ge import modulate_gradients, modulated_parameters, modulation_coefficients
-from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
 
 
@@ -102,25 +99,13 @@ def drop_features(feats: dict[str, torch.Tensor], q: torch.Tensor) -> tuple[dict
     return {m: f * (keep[:, i : i + 1] * scale) for i, (m, f) in enumerate(feats.items())}, keep
 
 
-def predict_zero_feature(model: MultimodalModel, inputs: dict[str, torch.Tensor], keep: Collection[str]) -> ModelOutput:
-    """The standard model's outputs with the features of modalities not in ``keep`` zeroed before the head."""
-    feats = model.encode(inputs)
-    feats = {m: f if m in keep else torch.zeros_like(f) for m, f in feats.items()}
-    fused, per = model.head(feats)
-    return ModelOutput(fused, per, feats)
-
-
 @register_method("opm")
 class OPM(BalancingMethod):
     """Fused cross-entropy on features of which the dominant modality's are dropped on the fly."""
 
     Params = OPMParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
-
-    def __init__(self, params: OPMParams, ctx: MethodContext) -> None:
-        super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "opm needs at least 2 modalities")
 
     def training_step(
         self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
@@ -160,9 +145,3 @@ class OPM(BalancingMethod):
         for m, coeff in k.items():
             modulate_gradients(modulated_parameters(model.encoders[m], "conv"), coeff, self.params.ogm_noise)
         return k
-
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        """Absent modalities have their *features* zeroed (what a drop does in training)."""
-        return predict_zero_feature(model, inputs, self.present_modalities(present))

@@ -43,7 +43,6 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
@@ -106,11 +105,10 @@ class PMR(BalancingMethod):
     """Fused CE plus prototypical CE on the lagging modalities (and early entropy on the dominant one)."""
 
     Params = PMRParams
+    min_modalities = 2
 
     def __init__(self, params: PMRParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "pmr needs at least 2 modalities")
         self.protos: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()

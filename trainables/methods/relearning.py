@@ -47,7 +47,6 @@ from typing import Any
 
 import torch
 
-from trainables.errors import ConfigError
 from trainables.methods.base import EpochContext, MethodContext, register_method
 from trainables.methods.joint import Joint
 from trainables.models.output import MultimodalModel
@@ -118,11 +117,10 @@ class Relearning(Joint):
     """Joint training; encoders that over-fit their training set are pulled back towards their init."""
 
     Params = RelearningParams
+    min_modalities = 2
 
     def __init__(self, params: RelearningParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "relearning needs at least 2 modalities")
         self.initial: dict[str, list[torch.Tensor]] | None = None  # encoders' parameters before training
         self.reinits = 0
 

@@ -112,11 +112,10 @@ class UMT(BalancingMethod):
     """Unimodal teachers first, then the multimodal student with feature distillation from them."""
 
     Params = UMTParams
+    min_modalities = 2
 
     def __init__(self, params: UMTParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "umt needs at least 2 modalities")
         self.stage1_epochs = teacher_schedule(params.teacher_epochs, ctx.epochs)
 
     def build_model(self, spec: ModelSpec) -> MultimodalModel:

@@ -51,14 +51,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
 from trainables.methods.base import (
     BalancingMethod,
     Batch,
@@ -70,8 +68,7 @@ from trainables.methods.base import (
     backward_and_step,
     register_method,
 )
-from trainables.methods.opm import predict_zero_feature
-from trainables.models.output import ModelOutput, MultimodalModel
+from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
 
 ALL = -1  # tag of a draw in which every modality is present
@@ -147,12 +144,11 @@ class Valuation(BalancingMethod):
     """Fused cross-entropy; each modality's low-contribution samples come back alone, more often."""
 
     Params = ValuationParams
+    min_modalities = 2
     missing_scheme = "zero-feature"
 
     def __init__(self, params: ValuationParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        if len(ctx.modalities) < 2:
-            raise ConfigError("method", "valuation needs at least 2 modalities")
         self.contributions: torch.Tensor | None = None  # [N, M], from the last valuation pass
         self.tags: torch.Tensor | None = None  # per draw of the current epoch
 
@@ -205,12 +201,6 @@ class Valuation(BalancingMethod):
             out[batch["index"].to(ctx.device)] = shapley_values(correct, m_count)
         model.train(was_training)
         return ctx.all_reduce(out).cpu()
-
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        """Absent modalities have their *features* zeroed (as a dropped modality in training)."""
-        return predict_zero_feature(model, inputs, self.present_modalities(present))
 
     def state_dict(self) -> dict[str, Any]:
         return {"contributions": self.contributions}
