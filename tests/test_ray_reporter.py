@@ -55,7 +55,7 @@ def test_last_row_waits_for_the_summary_and_checkpoints_go_where_asked():
     assert [m["epoch"] for m, _ in sent] == [1, 2, 3]
     assert json.loads(sent[2][0][SUMMARY_KEY])["test/acc"] == 0.25
     assert sent[1][1] is None
-    state = torch.load(Path(sent[2][1].path) / STATE_FILE, weights_only=False)
+    state = torch.load(Path(sent[2][1].path) / STATE_FILE, weights_only=True)
     assert state == {"epoch": 3, "w": 3}
     other, sent_other = make(attach=False)  # a DDP rank other than 0: same rows, no checkpoints
     other.report({"epoch": 1}, {"epoch": 1})
@@ -101,6 +101,7 @@ def test_restoring_a_finished_state_resends_its_last_row(tmp_path):
     torch.save(
         {
             "epoch": 3,
+            "model": {},
             "history": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "test/acc": 0.5}],
             "config": {"optim": {"lr": 0.1}},
             "optimizers": {},

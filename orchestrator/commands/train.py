@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from orchestrator.cli import add_overrides
 from orchestrator.results import write_json, write_summary
 from trainables.config import apply_overrides, resolve
@@ -41,10 +39,10 @@ def build_config(args: argparse.Namespace) -> dict:
 
 def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
     """Refuse to resume a folder that holds a run of a different config."""
-    out, ckpts = reporter.out, reporter.checkpoints()
-    if not ckpts:
+    out, state = reporter.out, reporter.latest_state()
+    if state is None:
         return
-    saved = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["config"]
+    saved = state["config"]
     if json.loads(dumps(saved)) != json.loads(dumps(config)):
         diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         raise ConfigError(

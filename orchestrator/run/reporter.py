@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from orchestrator.results import SUMMARY_KEY
-from trainables.reporting import dumps
+from trainables.reporting import dumps, load_state
 
 STATE_FILE = "state.pt"
 
@@ -56,7 +56,7 @@ class RayReporter:
             return None
         with ckpt.as_directory() as d:
             path = os.path.join(d, STATE_FILE)
-            state = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+            state = load_state(path) if os.path.exists(path) else None
         if state is not None and self.optim is not None:
             retarget_optim(state, self.optim)
         if state is not None and state["epoch"] >= self.epochs:

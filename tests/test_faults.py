@@ -1,0 +1,158 @@
+"""Fault and bad-input cases of a new user, as one table (issue 11).
+
+Each case is data: the ``mmbal`` command line, what to prepare first, and what must come back: the
+exit code (2 user mistake, 1 bad data, 130 interrupt, 0 when mmbal copes), one line on stderr that
+holds ``needle``, no traceback, and (``check``) nothing half-written or executed. One assertion
+pattern runs them all; commands run in this process except the ones that need a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_ARGS
+
+from orchestrator.cli import main
+
+SMALL = [*TINY_ARGS, "--set", "model.feature_dim=16", "--set", "loader.batch_size=16"]
+TRAIN = ["train", "--epochs", "2", *SMALL, "--out", "{out}"]
+
+
+class Payload:
+    """A pickle that runs code when it is unpickled with ``weights_only=False``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_payload(path: Path, tmp: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1, "config": {}, "model": {}, "history": [], "x": Payload(tmp / "PWNED")}, path)
+
+
+def no_payload_ran(tmp: Path, out: Path) -> None:
+    assert not (tmp / "PWNED").exists(), "code from a checkpoint ran"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: list[str]  # after ``mmbal``; ``{out}`` and ``{tmp}`` are filled in
+    code: int
+    needle: str  # must be in the one stderr line ("" = stderr stays empty)
+    setup: Callable[[Path, Path, Path], None] | None = None  # (tmp, out, finished run folder)
+    check: Callable[[Path, Path], None] | None = None  # (tmp, out)
+    signal_after: tuple[str, int] | None = None  # (file glob under out that must appear, signal)
+    extra: dict = field(default_factory=dict)
+
+
+def copy_finished(tmp: Path, out: Path, done: Path) -> None:
+    shutil.copytree(done, out)
+
+
+def corrupt_latest(tmp: Path, out: Path, done: Path) -> None:
+    copy_finished(tmp, out, done)
+    (out / "summary.json").unlink()
+    (out / "checkpoints" / "epoch_0002.pt").write_bytes(b"\x00garbage")
+
+
+def payload_latest(tmp: Path, out: Path, done: Path) -> None:
+    copy_finished(tmp, out, done)
+    (out / "summary.json").unlink()
+    write_payload(out / "checkpoints" / "epoch_0002.pt", tmp)
+
+
+def payload_only(tmp: Path, out: Path, done: Path) -> None:
+    write_payload(out / "checkpoints" / "epoch_0001.pt", tmp)
+
+
+def junk_only(tmp: Path, out: Path, done: Path) -> None:
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "epoch_0001.pt").write_text("junk")
+
+
+def summary_written(tmp: Path, out: Path) -> None:
+    assert (out / "summary.json").exists()
+
+
+CASES = [
+    Case(
+        "checkpoint pickle runs code (only checkpoint)",
+        TRAIN,
+        1,
+        "epoch_0001.pt: not a valid mmbal checkpoint (it names GLOBAL posix.system",
+        payload_only,
+        no_payload_ran,
+    ),
+    Case(
+        "checkpoint pickle runs code (latest, an intact older one)",
+        TRAIN,
+        0,
+        "skipped a checkpoint: ",
+        payload_latest,
+        lambda tmp, out: (no_payload_ran(tmp, out), summary_written(tmp, out)),
+    ),
+    Case(
+        "corrupt latest checkpoint falls back to the older one",
+        TRAIN,
+        0,
+        "epoch_0002.pt: not a valid mmbal checkpoint (unreadable: ",
+        corrupt_latest,
+        summary_written,
+    ),
+    Case("junk epoch_0001.pt", TRAIN, 1, "epoch_0001.pt: not a valid mmbal checkpoint (unreadable", junk_only),
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished 2-epoch tiny run (checkpoints of epochs 1 and 2 kept)."""
+    out = tmp_path_factory.mktemp("done") / "run"
+    assert main([a.format(out=out) for a in TRAIN]) == 0
+    return out
+
+
+def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
+    argv = [a.format(out=out, tmp=tmp) for a in case.argv]
+    if case.signal_after is None:
+        capsys.readouterr()
+        code = main(argv)
+        return code, capsys.readouterr().err
+    pattern, sig = case.signal_after
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *argv], cwd=tmp, env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob(pattern)) and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"ended before {pattern} appeared: {proc.communicate()[1][-2000:]}"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_fault_case(case: Case, tmp_path, finished, capsys):
+    out = tmp_path / "out"
+    if case.setup:
+        case.setup(tmp_path, out, finished)
+    code, err = run_case(case, tmp_path, out, capsys)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err[-3000:]
+    assert code == case.code, err[-3000:]
+    assert lines == [] if not case.needle else len(lines) == 1 and case.needle in lines[0], lines
+    if case.check:
+        case.check(tmp_path, out)
