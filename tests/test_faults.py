@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import TINY_ARGS
 
 from orchestrator.cli import main
@@ -52,7 +53,7 @@ class Case:
     argv: list[str]  # after ``mmbal``; ``{out}`` and ``{tmp}`` are filled in
     code: int
     needle: str  # must be in the one stderr line ("" = stderr stays empty)
-    setup: Callable[[Path, Path, Path], None] | None = None  # (tmp, out, finished run folder)
+    setup: Callable[[Path, Path, Path], Callable | None] | None = None  # (tmp, out, finished run) -> cleanup
     check: Callable[[Path, Path], None] | None = None  # (tmp, out)
     signal_after: tuple[str, int] | None = None  # (file glob under out that must appear, signal)
     extra: dict = field(default_factory=dict)
@@ -87,6 +88,69 @@ def summary_written(tmp: Path, out: Path) -> None:
     assert (out / "summary.json").exists()
 
 
+def cli(argv: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TQDM_DISABLE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *argv], cwd=cwd, env=env, text=True, **kw)
+
+
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready() and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None and ready(), f"{what} did not happen"
+
+
+def holding(argv: list[str], folder: Callable[[Path, Path], Path]):
+    """Setup: a real mmbal run that holds ``folder`` (its lock file names it) while the case runs."""
+
+    def setup(tmp: Path, out: Path, done: Path):
+        lock = folder(tmp, out) / ".mmbal.lock"
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = cli([a.format(out=out, tmp=tmp) for a in argv], tmp, **quiet)
+        wait_for(proc, lambda: lock.exists() and lock.read_text().startswith("pid"), "lock")
+        return lambda: (proc.kill(), proc.wait())
+
+    return setup
+
+
+def local_sweep(tmp: Path, epochs: int = 2, **extra) -> Path:
+    raw = {
+        "experiment": "faults",
+        "results": str(tmp / "results"),
+        "dataset": "mfeat",
+        "epochs": epochs,
+        "seeds": [0],
+        "data": {"train_per_class": 5, "val_per_class": 4, "test_per_class": 4},
+        "model": {"feature_dim": 16},
+        "loader": {"batch_size": 16},
+        "tracking": "none",
+        "execution": {"mode": "local", "max_failures": 0},
+        "methods": {"joint": {}},
+        **extra,
+    }
+    (tmp / "sweep.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "sweep.yaml"
+
+
+def sweep_running(tmp: Path, out: Path, done: Path):
+    local_sweep(tmp, epochs=100000)
+    return holding(["sweep", "{tmp}/sweep.yaml"], lambda tmp, out: tmp / "results" / "faults")(tmp, out, done)
+
+
+def foreign_config(tmp: Path, out: Path, done: Path) -> None:
+    out.mkdir()
+    (out / "config.json").write_text('{"learning_rate": 3}')
+
+
+def foreign_file(tmp: Path, out: Path, done: Path) -> None:
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+
+
+def config_kept(tmp: Path, out: Path) -> None:
+    assert (out / "config.json").read_text() == '{"learning_rate": 3}'
+
+
 CASES = [
     Case(
         "checkpoint pickle runs code (only checkpoint)",
@@ -113,6 +177,31 @@ CASES = [
         summary_written,
     ),
     Case("junk epoch_0001.pt", TRAIN, 1, "epoch_0001.pt: not a valid mmbal checkpoint (unreadable", junk_only),
+    Case(
+        "second mmbal train on a busy --out",
+        TRAIN,
+        2,
+        "--out: {out} is in use by another mmbal run (pid ",
+        holding(["train", "--epochs", "100000", *SMALL, "--out", "{out}"], lambda tmp, out: out),
+    ),
+    Case(
+        "second sweep driver on a busy results folder",
+        ["sweep", "{tmp}/sweep.yaml", "--resume"],
+        2,
+        "experiment: {tmp}/results/faults is in use by another mmbal run (pid ",
+        sweep_running,
+    ),
+    Case("--out is a regular file", TRAIN, 2, "--out: {out} is a file, not a folder", lambda t, o, d: o.touch()),
+    Case(
+        "--out holds a foreign config.json",
+        TRAIN,
+        2,
+        "holds files mmbal did not write (config.json (not an mmbal run config)); choose a new folder, or add --force",
+        foreign_config,
+        config_kept,
+    ),
+    Case("--out holds a foreign file", TRAIN, 2, "holds files mmbal did not write (notes.txt)", foreign_file),
+    Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]
 
 
@@ -131,14 +220,8 @@ def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
         code = main(argv)
         return code, capsys.readouterr().err
     pattern, sig = case.signal_after
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *argv], cwd=tmp, env=env, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob(pattern)) and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"ended before {pattern} appeared: {proc.communicate()[1][-2000:]}"
+    proc = cli(argv, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(proc, lambda: bool(list(out.glob(pattern))), pattern)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err
@@ -147,12 +230,16 @@ def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_fault_case(case: Case, tmp_path, finished, capsys):
     out = tmp_path / "out"
-    if case.setup:
-        case.setup(tmp_path, out, finished)
-    code, err = run_case(case, tmp_path, out, capsys)
+    cleanup = case.setup(tmp_path, out, finished) if case.setup else None
+    try:
+        code, err = run_case(case, tmp_path, out, capsys)
+    finally:
+        if cleanup:
+            cleanup()
     lines = err.strip().splitlines()
     assert "Traceback" not in err, err[-3000:]
     assert code == case.code, err[-3000:]
-    assert lines == [] if not case.needle else len(lines) == 1 and case.needle in lines[0], lines
+    needle = case.needle.format(out=out, tmp=tmp_path)
+    assert lines == [] if not needle else len(lines) == 1 and needle in lines[0], lines
     if case.check:
         case.check(tmp_path, out)

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from orchestrator.cli import add_overrides
+from orchestrator.lock import LOCK_NAME, folder_lock
 from orchestrator.results import write_json, write_summary
-from trainables.config import apply_overrides, resolve
+from trainables.config import Resolved, apply_overrides, resolve
 from trainables.errors import ConfigError
 from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter, dumps
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     add_overrides(p, "--set optim.lr=0.05 --set params.alpha=0.5")
     p.add_argument("--out", default=None, help="output folder (default runs/<method>-<dataset>-s<seed>)")
+    p.add_argument("--force", action="store_true", help="write into an --out folder holding files mmbal did not write")
     p.set_defaults(func=run)
 
 
@@ -35,6 +37,39 @@ def build_config(args: argparse.Namespace) -> dict:
     if args.seed is not None:
         raw["seed"] = args.seed
     return apply_overrides(raw, args.overrides)
+
+
+# what `mmbal train` writes into --out (plus atomic writes' ".<name>.*" temporaries)
+OWN_NAMES = {"config.json", "metrics.jsonl", "summary.json", "checkpoints", LOCK_NAME}
+
+
+def check_out_path(out: Path, force: bool) -> None:
+    """``--out`` is a new folder or one that only mmbal wrote (``--force`` lifts the second rule)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} is a file, not a folder; give a folder for the run's outputs")
+    if force or not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not _own(p.name))
+    config = out / "config.json"
+    if config.is_file() and not _is_run_config(config):
+        foreign.insert(0, "config.json (not an mmbal run config)")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            "--out", f"{out} holds files mmbal did not write ({shown}); choose a new folder, or add --force"
+        )
+
+
+def _own(name: str) -> bool:
+    return name in OWN_NAMES or any(name.startswith(f".{own}.") for own in OWN_NAMES)
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(cfg, dict) and {"method", "dataset", "optim", "checkpoint"} <= set(cfg)
 
 
 def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
@@ -56,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(build_config(args))
     t = cfg.train
     out = Path(args.out or f"runs/{t.method}-{t.dataset}-s{t.seed}")
+    check_out_path(out, args.force)
+    with folder_lock(out, "--out"):
+        return _train(cfg, out)
+
+
+def _train(cfg: Resolved, out: Path) -> int:
+    t = cfg.train
     summary_path = out / "summary.json"
     reporter = JsonlReporter(out, keep=t.checkpoint.keep)
     check_out_dir(reporter, cfg.to_dict())

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
@@ -84,6 +85,12 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     tic = time.perf_counter()
     if sweep.keys.execution.mode != "local":
         start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
+    with folder_lock(sweep.results_dir, "experiment"):  # one driver per results folder
+        prepare_results(sweep, resume)  # again, under the lock: another driver may have started meanwhile
+        return _run_locked(sweep, resume, tic)
+
+
+def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
     writer = ResultsWriter(
         sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
     )
