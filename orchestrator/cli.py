@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 import sys
 
-from trainables.errors import ConfigError, DataError
+from trainables.errors import ConfigError, DataError, Diverged
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         print(f"mmbal {args.command}: data error: {exc}", file=sys.stderr)
+        return 1
+    except Diverged as exc:
+        print(f"mmbal {args.command}: diverged: {exc}; try a smaller optim.lr", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"mmbal {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -8,6 +8,7 @@ pattern runs them all; commands run in this process except the ones that need a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ import yaml
 from conftest import TINY_ARGS
 
 from orchestrator.cli import main
+from orchestrator.report.leaderboard import build_leaderboard
+from orchestrator.report.text import markdown
 
 SMALL = [*TINY_ARGS, "--set", "model.feature_dim=16", "--set", "loader.batch_size=16"]
 TRAIN = ["train", "--epochs", "2", *SMALL, "--out", "{out}"]
@@ -147,6 +150,23 @@ def foreign_file(tmp: Path, out: Path, done: Path) -> None:
     (out / "notes.txt").write_text("mine")
 
 
+def diverged_summary(tmp: Path, out: Path) -> None:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged"]["metric"] == "train/loss"
+    assert summary["diverged"]["epoch"] >= 1 and "test/acc" not in summary
+
+
+def lr_sweep(tmp: Path, out: Path, done: Path) -> None:
+    local_sweep(tmp, methods={"joint": {"optim": {"lr": {"grid": [0.05, 1.0e6]}}}})
+
+
+def diverged_apart(tmp: Path, out: Path) -> None:
+    lb = build_leaderboard(tmp / "results" / "faults")
+    assert len(lb.completed) == 1 and len(lb.diverged) == 1 and not lb.missing
+    assert lb.completed[0].config["optim"]["lr"] == 0.05  # the diverged one is not averaged in
+    assert "## Diverged (1 trials, not in the averages)" in markdown(lb)
+
+
 def config_kept(tmp: Path, out: Path) -> None:
     assert (out / "config.json").read_text() == '{"learning_rate": 3}'
 
@@ -201,6 +221,21 @@ CASES = [
         config_kept,
     ),
     Case("--out holds a foreign file", TRAIN, 2, "holds files mmbal did not write (notes.txt)", foreign_file),
+    Case(
+        "optim.lr=1e6: NaN loss",
+        [*TRAIN, "--set", "optim.lr=1e6"],
+        1,
+        "mmbal train: diverged: train/loss is nan at epoch ",
+        check=diverged_summary,
+    ),
+    Case(
+        "a sweep with a diverging config",
+        ["sweep", "{tmp}/sweep.yaml"],
+        1,
+        "diverged: train/loss is nan at epoch ",
+        lr_sweep,
+        diverged_apart,
+    ),
     Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]
 
@@ -243,3 +278,15 @@ def test_fault_case(case: Case, tmp_path, finished, capsys):
     assert lines == [] if not needle else len(lines) == 1 and needle in lines[0], lines
     if case.check:
         case.check(tmp_path, out)
+
+
+def test_nonfinite_parameters_stop_a_trial_even_with_a_finite_loss():
+    from trainables.divergence import first_nonfinite
+
+    model = torch.nn.Linear(2, 2)
+    assert first_nonfinite({"train/loss": 0.5}, model) is None
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    metric, value = first_nonfinite({"train/loss": 0.5, "val/acc": float("nan")}, model)
+    assert metric == "parameters" and value != value
+    assert first_nonfinite({"train/loss": float("inf")}, model) == ("train/loss", float("inf"))

@@ -25,4 +25,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, args.overrides)  # every problem is reported before Ray starts
     out = run_sweep(sweep, resume=args.resume, address=args.address)
-    return 0 if all(s != "error" for s in out["status"].values()) else 1
+    return 0 if all(s not in ("error", "diverged") for s in out["status"].values()) else 1

@@ -10,7 +10,7 @@ from orchestrator.cli import add_overrides
 from orchestrator.lock import LOCK_NAME, folder_lock
 from orchestrator.results import write_json, write_summary
 from trainables.config import Resolved, apply_overrides, resolve
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, Diverged
 from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter, dumps
 
@@ -103,7 +103,11 @@ def _train(cfg: Resolved, out: Path) -> int:
     check_out_dir(reporter, cfg.to_dict())
     summary_path.unlink(missing_ok=True)  # a summary only ever describes a finished run; rewritten at the end
     write_json(out / "config.json", cfg.to_dict())
-    summary = run_trial(cfg, reporter, progress=True)
+    try:
+        summary = run_trial(cfg, reporter, progress=True)
+    except Diverged as exc:
+        write_summary(out, exc.summary)  # status: diverged, with its epoch and metric; the CLI exits 1
+        raise
     write_summary(out, summary)
     mods = summary["modalities"]
     per = "  ".join(f"{m} {summary.get(f'test/acc/{m}', float('nan')):.4f}" for m in mods)

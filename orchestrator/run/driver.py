@@ -79,7 +79,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     """Run every trial not finished yet and print the leaderboard.
 
     Returns:
-        ``{"status": {trial_id: completed|stopped|error}, "wall_s": seconds}``.
+        ``{"status": {trial_id: completed|stopped|error|diverged}, "wall_s": seconds}``.
     """
     prepare_results(sweep, resume)
     tic = time.perf_counter()
@@ -105,10 +105,10 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
     finally:
         writer.close()
     wall = time.perf_counter() - tic
-    counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error")}
+    counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error", "diverged")}
     print(
         f"sweep {sweep.experiment}: {counts['completed']} completed, {counts['stopped']} stopped early, "
-        f"{counts['error']} failed in {wall:.1f}s; results in {sweep.results_dir}"
+        f"{counts['error']} failed, {counts['diverged']} diverged in {wall:.1f}s; results in {sweep.results_dir}"
     )
     print_leaderboard(sweep)
     return {"status": status, "wall_s": wall}

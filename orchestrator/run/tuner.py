@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.results import SUMMARY_KEY, ResultsWriter
+from orchestrator.results import SUMMARY_KEY, ResultsWriter, summary_status
 from orchestrator.run.ddp import ddp_trainable
 from orchestrator.run.packed import packed_trainable
 from orchestrator.run.worker import NODE_KEY
@@ -216,5 +216,5 @@ def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str
     out = {}
     for r in grid:
         tid = Path(r.path).name
-        out[tid] = "error" if r.error else "completed" if (writer.path(tid) / "summary.json").exists() else "stopped"
+        out[tid] = "error" if r.error else summary_status(writer.path(tid)) or "stopped"
     return out
