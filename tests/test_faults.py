@@ -167,6 +167,10 @@ def diverged_apart(tmp: Path, out: Path) -> None:
     assert "## Diverged (1 trials, not in the averages)" in markdown(lb)
 
 
+def nothing_written(tmp: Path, out: Path) -> None:
+    assert not out.exists(), "a rejected config left a folder behind"
+
+
 def config_kept(tmp: Path, out: Path) -> None:
     assert (out / "config.json").read_text() == '{"learning_rate": 3}'
 
@@ -236,6 +240,27 @@ CASES = [
         lr_sweep,
         diverged_apart,
     ),
+    Case(
+        "synthetic data.fast_dim=0",
+        [*TRAIN, "--dataset", "synthetic", "--set", "data.fast_dim=0"],
+        2,
+        "data.fast_dim: got 0; allowed: an integer >= 1",
+        check=nothing_written,
+    ),
+    Case(
+        "validate: execution.max_failures=-1",
+        ["validate", "{tmp}/sweep.yaml"],
+        1,
+        "execution.max_failures: got -1; allowed: an integer >= 0",
+        lambda t, o, d: local_sweep(t, execution={"mode": "local", "max_failures": -1}),
+    ),
+    Case(
+        "validate: a grid value out of range (mfeat test_per_class 0)",
+        ["validate", "{tmp}/sweep.yaml"],
+        1,
+        "data.test_per_class: got 0; allowed: an integer >= 1",
+        lambda t, o, d: local_sweep(t, data={"test_per_class": {"grid": [4, 0]}}),
+    ),
     Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]
 
@@ -269,7 +294,7 @@ def test_fault_case(case: Case, tmp_path, finished, capsys):
     try:
         code, err = run_case(case, tmp_path, out, capsys)
     finally:
-        if cleanup:
+        if callable(cleanup):
             cleanup()
     lines = err.strip().splitlines()
     assert "Traceback" not in err, err[-3000:]
@@ -290,3 +315,33 @@ def test_nonfinite_parameters_stop_a_trial_even_with_a_finite_loss():
     metric, value = first_nonfinite({"train/loss": 0.5, "val/acc": float("nan")}, model)
     assert metric == "parameters" and value != value
     assert first_nonfinite({"train/loss": float("inf")}, model) == ("train/loss", float("inf"))
+
+
+def _numeric_knobs_without_range(cls: type, prefix: str) -> list[str]:
+    import dataclasses
+
+    from trainables.params import _hints
+
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _numeric_knobs_without_range(tp, f"{prefix}{f.name}.")
+        elif tp in (int, float, int | None, float | None) and not f.metadata.get("bounds"):
+            out.append(prefix + f.name)
+    return out
+
+
+def test_every_numeric_knob_declares_its_range():
+    from orchestrator.sweep.spec import SweepKeys
+    from orchestrator.tracking import TrackingSpec
+    from trainables.config import TrainConfig
+    from trainables.data import DATASETS
+    from trainables.methods import METHODS
+
+    classes = {"": TrainConfig, "sweep.": SweepKeys, "tracking.": TrackingSpec}
+    classes.update({f"params[{n}].": METHODS.get(n).Params for n in METHODS.names()})
+    classes.update({f"data[{n}].": DATASETS.get(n).Params for n in DATASETS.names()})
+    bare = [k for prefix, cls in classes.items() for k in _numeric_knobs_without_range(cls, prefix)]
+    assert not bare, f"numeric knobs without ge/gt/le/lt: {bare}"
