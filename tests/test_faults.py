@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_ARGS
+from fixtures_data import build_cremad_ogm
 
 from orchestrator.cli import main
 from orchestrator.report.leaderboard import build_leaderboard
@@ -167,6 +168,11 @@ def diverged_apart(tmp: Path, out: Path) -> None:
     assert "## Diverged (1 trials, not in the averages)" in markdown(lb)
 
 
+def empty_train_csv(tmp: Path, out: Path, done: Path) -> None:
+    build_cremad_ogm(tmp / "cremad")
+    (tmp / "cremad" / "train.csv").write_text("\n")
+
+
 def nothing_written(tmp: Path, out: Path) -> None:
     assert not out.exists(), "a rejected config left a folder behind"
 
@@ -260,6 +266,14 @@ CASES = [
         1,
         "data.test_per_class: got 0; allowed: an integer >= 1",
         lambda t, o, d: local_sweep(t, data={"test_per_class": {"grid": [4, 0]}}),
+    ),
+    Case(
+        "empty train.csv (CREMA-D)",
+        ["train", "--dataset", "cremad", "--data-root", "{tmp}/cremad", "--epochs", "1", "--out", "{out}"],
+        1,
+        "data error: {tmp}/cremad/train.csv: list file is empty",
+        empty_train_csv,
+        nothing_written,
     ),
     Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]

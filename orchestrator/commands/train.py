@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from orchestrator.cli import add_overrides
 from orchestrator.lock import LOCK_NAME, folder_lock
 from orchestrator.results import write_json, write_summary
 from trainables.config import Resolved, apply_overrides, resolve
-from trainables.errors import ConfigError, Diverged
+from trainables.errors import ConfigError, DataError, Diverged
 from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter, dumps
 
@@ -92,8 +93,14 @@ def run(args: argparse.Namespace) -> int:
     t = cfg.train
     out = Path(args.out or f"runs/{t.method}-{t.dataset}-s{t.seed}")
     check_out_path(out, args.force)
-    with folder_lock(out, "--out"):
-        return _train(cfg, out)
+    fresh = not out.exists()
+    try:
+        with folder_lock(out, "--out"):
+            return _train(cfg, out)
+    except (ConfigError, DataError):
+        if fresh and not any((out / "checkpoints").glob("epoch_*.pt")):
+            shutil.rmtree(out, ignore_errors=True)  # a run that never trained leaves no folder behind
+        raise
 
 
 def _train(cfg: Resolved, out: Path) -> int:
