@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ class Case:
     setup: Callable[[Path, Path, Path], Callable | None] | None = None  # (tmp, out, finished run) -> cleanup
     check: Callable[[Path, Path], None] | None = None  # (tmp, out)
     signal_after: tuple[str, int] | None = None  # (file glob under out that must appear, signal)
-    extra: dict = field(default_factory=dict)
+    limit_s: int = 0  # in-process cases: fail (SIGALRM) when the command runs longer
 
 
 def copy_finished(tmp: Path, out: Path, done: Path) -> None:
@@ -173,6 +174,10 @@ def empty_train_csv(tmp: Path, out: Path, done: Path) -> None:
     (tmp / "cremad" / "train.csv").write_text("\n")
 
 
+def grid_of(n: int) -> dict:
+    return {"grid": [i / n for i in range(n)]}
+
+
 def nothing_written(tmp: Path, out: Path) -> None:
     assert not out.exists(), "a rejected config left a folder behind"
 
@@ -275,6 +280,14 @@ CASES = [
         empty_train_csv,
         nothing_written,
     ),
+    Case(
+        "validate a 10^6-point grid",
+        ["validate", "{tmp}/sweep.yaml"],
+        1,
+        "search.max_trials: the sweep expands to 1000000 trials (joint 1000000), more than search.max_trials = 10000",
+        lambda t, o, d: local_sweep(t, optim={"lr": {"grid": list(range(1, 1001))}, "momentum": grid_of(1000)}),
+        limit_s=30,
+    ),
     Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]
 
@@ -287,11 +300,20 @@ def finished(tmp_path_factory) -> Path:
     return out
 
 
+def _too_slow(*_):
+    raise TimeoutError("the command ran past the case's limit_s")
+
+
 def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
     argv = [a.format(out=out, tmp=tmp) for a in case.argv]
     if case.signal_after is None:
         capsys.readouterr()
-        code = main(argv)
+        signal.signal(signal.SIGALRM, _too_slow)
+        signal.alarm(case.limit_s)
+        try:
+            code = main(argv)
+        finally:
+            signal.alarm(0)
         return code, capsys.readouterr().err
     pattern, sig = case.signal_after
     proc = cli(argv, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

