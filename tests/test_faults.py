@@ -31,6 +31,7 @@ from orchestrator.report.text import markdown
 
 SMALL = [*TINY_ARGS, "--set", "model.feature_dim=16", "--set", "loader.batch_size=16"]
 TRAIN = ["train", "--epochs", "2", *SMALL, "--out", "{out}"]
+LONG = ["train", *SMALL, "--set", "eval.missing=false", "--out", "{out}"]
 
 
 class Payload:
@@ -62,6 +63,7 @@ class Case:
     check: Callable[[Path, Path], None] | None = None  # (tmp, out)
     signal_after: tuple[str, int] | None = None  # (file glob under out that must appear, signal)
     limit_s: int = 0  # in-process cases: fail (SIGALRM) when the command runs longer
+    ray: bool = False  # a Ray sweep: runs as a subprocess; Ray's own log lines may precede the needle
 
 
 def copy_finished(tmp: Path, out: Path, done: Path) -> None:
@@ -178,12 +180,62 @@ def grid_of(n: int) -> dict:
     return {"grid": [i / n for i in range(n)]}
 
 
+def ray_sweep(tmp: Path, out: Path, done: Path) -> None:
+    local_sweep(tmp, seeds=[0, 1, 2, 3], execution={"mode": "packed", "max_concurrent": 1, "max_failures": 0})
+
+
+RAY_DONE = "results/faults/trials/*/summary.json"
+
+
+def all_four_done(tmp: Path, out: Path) -> None:
+    assert len(list(tmp.glob(RAY_DONE))) == 4
+
+
 def nothing_written(tmp: Path, out: Path) -> None:
     assert not out.exists(), "a rejected config left a folder behind"
 
 
 def config_kept(tmp: Path, out: Path) -> None:
     assert (out / "config.json").read_text() == '{"learning_rate": 3}'
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Ray's GCS, raylet and workers under a sweep driver this test started)."""
+    ps = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    rows = [r.split() for r in ps.splitlines()]
+    children: dict[int, list[int]] = {}
+    for p, pp in rows:
+        children.setdefault(int(pp), []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def end_all(pids: list[int]) -> None:
+    """Kill what this test's driver started and left behind (each by its pid)."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def killed(argv: list[str], pattern: str):
+    """Setup: run ``argv`` until ``pattern`` appears under tmp, then kill -9 it (and, for a sweep, Ray)."""
+
+    def setup(tmp: Path, out: Path, done: Path) -> None:
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = cli([a.format(out=out, tmp=tmp) for a in argv], tmp, **quiet)
+        wait_for(proc, lambda: bool(list(tmp.glob(pattern))), pattern)
+        tree = descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        end_all(tree)
+
+    return setup
 
 
 CASES = [
@@ -288,6 +340,40 @@ CASES = [
         lambda t, o, d: local_sweep(t, optim={"lr": {"grid": list(range(1, 1001))}, "momentum": grid_of(1000)}),
         limit_s=30,
     ),
+    Case(
+        "SIGINT of mmbal train",
+        [*LONG, "--epochs", "100000"],
+        130,
+        "mmbal train: interrupted; rerun the same command to resume",
+        signal_after=("out/checkpoints/epoch_0002.pt", signal.SIGINT),
+        check=lambda t, o: not (o / "summary.json").exists() or pytest.fail("summary of an interrupted run"),
+    ),
+    Case(
+        "kill -9 of mmbal train, then the same command",
+        [*LONG, "--epochs", "60"],
+        0,
+        "",
+        killed([*LONG, "--epochs", "60"], "out/checkpoints/epoch_0003.pt"),
+        summary_written,
+    ),
+    Case(
+        "SIGINT of a Ray sweep",
+        ["sweep", "{tmp}/sweep.yaml"],
+        130,
+        "of 4 trials finished; resume with: mmbal sweep {tmp}/sweep.yaml --resume",
+        ray_sweep,
+        signal_after=("results/faults/trials/*/summary.json", signal.SIGINT),
+        ray=True,
+    ),
+    Case(
+        "kill -9 of a Ray sweep driver, then --resume",
+        ["sweep", "{tmp}/sweep.yaml", "--resume"],
+        0,
+        "",
+        lambda t, o, d: (ray_sweep(t, o, d), killed(["sweep", "{tmp}/sweep.yaml"], RAY_DONE)(t, o, d)),
+        all_four_done,
+        ray=True,
+    ),
     Case("--force writes beside a foreign file", [*TRAIN, "--force"], 0, "", foreign_file, summary_written),
 ]
 
@@ -306,7 +392,7 @@ def _too_slow(*_):
 
 def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
     argv = [a.format(out=out, tmp=tmp) for a in case.argv]
-    if case.signal_after is None:
+    if case.signal_after is None and not case.ray:
         capsys.readouterr()
         signal.signal(signal.SIGALRM, _too_slow)
         signal.alarm(case.limit_s)
@@ -315,11 +401,17 @@ def run_case(case: Case, tmp: Path, out: Path, capsys) -> tuple[int, str]:
         finally:
             signal.alarm(0)
         return code, capsys.readouterr().err
-    pattern, sig = case.signal_after
     proc = cli(argv, tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(proc, lambda: bool(list(out.glob(pattern))), pattern)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
+    tree: list[int] = []
+    if case.signal_after is not None:
+        pattern, sig = case.signal_after
+        wait_for(proc, lambda: bool(list(tmp.glob(pattern))), pattern)
+        tree = descendants(proc.pid)
+        proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=400)
+    finally:
+        end_all(tree)
     return proc.returncode, err
 
 
@@ -336,7 +428,13 @@ def test_fault_case(case: Case, tmp_path, finished, capsys):
     assert "Traceback" not in err, err[-3000:]
     assert code == case.code, err[-3000:]
     needle = case.needle.format(out=out, tmp=tmp_path)
-    assert lines == [] if not needle else len(lines) == 1 and needle in lines[0], lines
+    assert "ERROR" not in err, err[-3000:]
+    if case.ray:  # Ray logs on stderr too (its workers' lines may come last); mmbal's own line is one
+        ours = [line for line in lines if line.startswith("mmbal ")]
+        assert "Tuner.restore" not in err, "Ray's resume hint instead of mmbal's"
+        assert not needle or (len(ours) == 1 and needle in ours[0]), (ours, lines[-5:])
+    else:
+        assert lines == [] if not needle else len(lines) == 1 and needle in lines[0], lines
     if case.check:
         case.check(tmp_path, out)
 

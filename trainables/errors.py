@@ -43,3 +43,7 @@ class Diverged(RuntimeError):
     def __init__(self, epoch: int, metric: str, value: float, summary: dict | None = None) -> None:
         self.epoch, self.metric, self.value, self.summary = epoch, metric, value, summary
         super().__init__(f"{metric} is {value} at epoch {epoch}; the trial stopped (status: diverged)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line to print (what finished, how to resume); the CLI exits 130."""

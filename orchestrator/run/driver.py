@@ -17,6 +17,7 @@ from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
+from orchestrator.run.interrupt import SweepInterrupted, finished_trials
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
 from orchestrator.tracking import make_tracker, resolve_mode
@@ -95,6 +96,7 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
         sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
     )
     writer.write_sweep(canonical(sweep.raw))
+    total = len(sweep.trials) or sweep.keys.search.samples
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
@@ -102,8 +104,12 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
             from orchestrator.run.tuner import run_tune  # imports Ray: packed/ddp only
 
             status = run_tune(sweep, writer, resume)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(finished_trials(sweep.results_dir), total) from None
     finally:
         writer.close()
+    if "interrupted" in status.values() or len(status) < total:  # Ctrl-C under Tune: fit() returned early
+        raise SweepInterrupted(finished_trials(sweep.results_dir), total)
     wall = time.perf_counter() - tic
     counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error", "diverged")}
     print(

@@ -18,6 +18,7 @@ from ray import tune
 
 from orchestrator.results import SUMMARY_KEY, ResultsWriter, summary_status
 from orchestrator.run.ddp import ddp_trainable
+from orchestrator.run.interrupt import quiet_tune_hints, unfinished_trials
 from orchestrator.run.packed import packed_trainable
 from orchestrator.run.worker import NODE_KEY
 from orchestrator.sweep import Sweep, method_label
@@ -212,9 +213,11 @@ def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str
         )
     else:
         tuner = build_tuner(sweep, writer)
+    quiet_tune_hints()
     grid = tuner.fit()
     out = {}
     for r in grid:
         tid = Path(r.path).name
         out[tid] = "error" if r.error else summary_status(writer.path(tid)) or "stopped"
+    out.update(dict.fromkeys(unfinished_trials(grid), "interrupted"))  # Ctrl-C: Tune returned early
     return out
