@@ -188,7 +188,13 @@ RAY_DONE = "results/faults/trials/*/summary.json"
 
 
 def all_four_done(tmp: Path, out: Path) -> None:
-    assert len(list(tmp.glob(RAY_DONE))) == 4
+    assert len(list(tmp.glob(RAY_DONE))) == 4 and len(list(tmp.glob("results/faults/trials/*"))) == 4
+
+
+def cut_state(tmp: Path) -> None:
+    """What a kill during Tune's (non-atomic) copy of its searcher state leaves: an empty file."""
+    newest = max((tmp / "results/faults/_ray/faults").glob("basic-variant-state-*.json"))
+    newest.write_bytes(b"")
 
 
 def nothing_written(tmp: Path, out: Path) -> None:
@@ -371,6 +377,15 @@ CASES = [
         0,
         "",
         lambda t, o, d: (ray_sweep(t, o, d), killed(["sweep", "{tmp}/sweep.yaml"], RAY_DONE)(t, o, d)),
+        all_four_done,
+        ray=True,
+    ),
+    Case(
+        "kill -9 of a sweep driver cut Tune's state file, then --resume",
+        ["sweep", "{tmp}/sweep.yaml", "--resume"],
+        0,
+        "mmbal sweep: Ray Tune's state was cut by a kill (basic-variant-state-",
+        lambda t, o, d: (ray_sweep(t, o, d), killed(["sweep", "{tmp}/sweep.yaml"], RAY_DONE)(t, o, d), cut_state(t)),
         all_four_done,
         ray=True,
     ),

@@ -108,7 +108,7 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
         raise SweepInterrupted(finished_trials(sweep.results_dir), total) from None
     finally:
         writer.close()
-    if "interrupted" in status.values() or len(status) < total:  # Ctrl-C under Tune: fit() returned early
+    if "interrupted" in status.values():  # Ctrl-C under Tune: fit() returned early
         raise SweepInterrupted(finished_trials(sweep.results_dir), total)
     wall = time.perf_counter() - tic
     counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error", "diverged")}

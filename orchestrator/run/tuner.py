@@ -20,6 +20,7 @@ from orchestrator.results import SUMMARY_KEY, ResultsWriter, summary_status
 from orchestrator.run.ddp import ddp_trainable
 from orchestrator.run.interrupt import quiet_tune_hints, unfinished_trials
 from orchestrator.run.packed import packed_trainable
+from orchestrator.run.restore import cut_tune_state, restart_unfinished
 from orchestrator.run.worker import NODE_KEY
 from orchestrator.sweep import Sweep, method_label
 from orchestrator.sweep import space as ss
@@ -207,7 +208,13 @@ def can_resume(sweep: Sweep) -> bool:
 
 def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str]:
     """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune."""
-    if resume and can_resume(sweep):
+    cut = cut_tune_state(experiment_path(sweep)) if resume else None
+    if cut is not None:  # a killed driver cut Tune's state mid-write: restart the unfinished trials
+        sweep = restart_unfinished(sweep, writer, experiment_path(sweep), cut)
+        if not sweep.trials and not sweep.spaces:
+            return {}  # every trial had finished
+        tuner = build_tuner(sweep, writer)
+    elif resume and can_resume(sweep):
         tuner = tune.Tuner.restore(
             experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
         )
@@ -220,4 +227,6 @@ def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str
         tid = Path(r.path).name
         out[tid] = "error" if r.error else summary_status(writer.path(tid)) or "stopped"
     out.update(dict.fromkeys(unfinished_trials(grid), "interrupted"))  # Ctrl-C: Tune returned early
+    expected = len(sweep.trials) or sweep.keys.search.samples
+    out.update({f"_not_started_{i}": "interrupted" for i in range(expected - len(out))})
     return out
