@@ -60,6 +60,8 @@ def test_bench_prints_ratios_against_joint(capsys):
         main(
             [
                 "bench",
+                "--only",
+                "methods",
                 "--methods",
                 "unimodal",
                 "--epochs",

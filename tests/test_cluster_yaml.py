@@ -47,3 +47,22 @@ def test_image_matches_installed_ray_and_setup_installs_mmbal(config):
     assert worker["min_workers"] == 0 < worker["max_workers"] <= config["max_workers"]
     (mount,) = config["file_mounts"]
     assert any(mount in cmd and "pip install" in cmd for cmd in config["setup_commands"])
+
+
+DOCKERFILE = CLUSTER.parent / "orchestrator" / "docker" / "Dockerfile"
+
+
+def test_file_mounts_do_not_depend_on_where_ray_up_runs(config):
+    for local in config["file_mounts"].values():
+        assert local.startswith(("/", "~")), f"file_mounts source {local!r} is relative to the cwd of `ray up`"
+
+
+def test_dockerfile_builds_on_the_cluster_image_and_installs_mmbal(config):
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert f"ARG RAY_IMAGE={config['docker']['image']}" in lines and "FROM ${RAY_IMAGE}" in lines
+    assert any(line.startswith("RUN pip install") and line.rstrip().endswith(". && mmbal --version") for line in lines)
+    copied = [part for line in lines if line.startswith("COPY") for part in line.split()[2:-1]]
+    assert {"pyproject.toml", "orchestrator", "trainables", "sweeps"} <= set(copied)
+    assert all((CLUSTER.parent / p).exists() for p in copied)  # the build context is the checkout's root
+    assert "orchestrator/docker/Dockerfile" in (CLUSTER.parent / "cluster.yaml").read_text()

@@ -169,3 +169,27 @@ def test_resume_during_duc_gives_the_same_result(tmp_path):
     assert resumed == straight
     rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     assert '"train/di_mml/duc"' in rows[1] and '"train/di_mml/stage": 2.0' in rows[2]
+
+
+@pytest.mark.parametrize(
+    ("sched", "stage2_lr", "main_lr", "fusion_lr"),
+    [  # epochs 5 = stage 1 (3) + stage 2 (2); optim.lr 0.05
+        ({"name": "step", "step_size": 1, "gamma": 0.1}, None, [0.05, 0.005, 0.0005], [0.05, 0.005]),
+        ({"name": "cosine"}, 0.02, [0.05, 0.0375, 0.0125], [0.02, 0.01]),  # each cosine spans its own stage
+    ],
+)
+def test_stage2_starts_at_its_own_lr_with_its_own_schedule(tmp_path, sched, stage2_lr, main_lr, fusion_lr):
+    """Stage 2 is a fresh optimizer (official): at ``stage2_lr`` (default optim.lr), scheduled over stage 2."""
+    from orchestrator.results import read_jsonl
+    from trainables.loop import run_trial
+    from trainables.reporting import JsonlReporter
+
+    params = {"duc_start": 0, "stage2_epochs": 2} | ({"stage2_lr": stage2_lr} if stage2_lr else {})
+    fast = {"feature_dim": 16, "encoders": {"pix": "mlp"}}
+    cfg = tiny_config("di_mml", epochs=5, params=params, eval={"missing": False}, model=fast, sched=sched)
+    cfg["optim"] = {"lr": 0.05}
+    run_trial(cfg, JsonlReporter(tmp_path))
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["train/di_mml/stage"] for r in rows] == [1.0, 1.0, 1.0, 2.0, 2.0]
+    assert [r["train/lr/main"] for r in rows[:3]] == pytest.approx(main_lr)  # stage 1's schedule spans stage 1
+    assert [r["train/lr/fusion"] for r in rows[3:]] == pytest.approx(fusion_lr)

@@ -12,7 +12,15 @@ from conftest import interrupted_then_resumed
 
 from trainables.errors import ConfigError
 from trainables.methods.base import MethodContext, StepState
-from trainables.methods.mla import MLA, MLAParams, owm_alpha, project_gradient, uncertainty_weights, update_projector
+from trainables.methods.mla import (
+    MLA,
+    MLAParams,
+    owm_alpha,
+    project_gradient,
+    projector_trace,
+    uncertainty_weights,
+    update_projector,
+)
 from trainables.models.classifier import ModelSpec
 from trainables.params import build_params
 
@@ -27,6 +35,14 @@ def test_projector_update_matches_hand_computation() -> None:
     # with alpha -> 0 the projector annihilates r: the projected gradient is orthogonal to it
     near = update_projector(P, feats, alpha=1e-9)
     assert (near @ torch.tensor([2.0, 1.0])).abs().max() < 1e-6
+
+
+def test_frobenius_normalisation_matches_hand_computation() -> None:
+    feats = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    unnormalised = torch.eye(2) - torch.tensor([[4.0, 2.0], [2.0, 1.0]]) / 5.1
+    new = update_projector(torch.eye(2), feats, alpha=0.1, normalize="frobenius")
+    torch.testing.assert_close(new, unnormalised / unnormalised.pow(2).sum().sqrt())
+    assert projector_trace(torch.eye(4)) == 1.0 and projector_trace(torch.diag(torch.tensor([1.0, 0, 0, 0]))) == 0.25
 
 
 def test_alpha_schedule() -> None:
@@ -67,12 +83,11 @@ def test_uncertainty_weights_per_sample_and_per_batch() -> None:
     assert wb["a"].dim() == 0 and wb["a"].item() == pytest.approx(ea / (ea + eb), rel=1e-5)
 
 
-def _setup(projection: str):
+def _setup(projection: str, normalize: str = "none"):
     torch.manual_seed(0)
     spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
-    method = MLA(
-        build_params(MLAParams, {"projection": projection}), MethodContext(["a", "b"], 3, 2, torch.device("cpu"))
-    )
+    params = build_params(MLAParams, {"projection": projection, "normalize": normalize})
+    method = MLA(params, MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
     model = method.build_model(spec)
     x = {"a": torch.randn(16, 6), "b": torch.randn(16, 4)}
     return method, model, {"inputs": x, "label": torch.randint(0, 3, (16,)), "index": torch.arange(16)}
@@ -108,7 +123,65 @@ def test_each_modality_step_reaches_only_its_encoder_and_replace_gives_gP() -> N
     torch.testing.assert_close(seen[0]["head"], ref_seen[0]["head"] @ P1.t())  # first step: same weights, g P^T
     P2 = update_projector(P1, feats["b"], alpha)  # encoder b is untouched by a's step, so f_b is unchanged
     torch.testing.assert_close(method.P, P2)
-    assert set(stats) == {"loss", "mla/loss/a", "mla/loss/b", "mla/weight/a", "mla/weight/b"}
+    ratios = {f"mla/proj/grad_ratio{s}" for s in ("", "/a", "/b")}
+    assert set(stats) == {"loss", "mla/loss/a", "mla/loss/b", "mla/weight/a", "mla/weight/b"} | ratios
+
+
+def _ce_weight_grad(feats: torch.Tensor, W: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d mean CE(f W^T + b, y) / dW by hand: (softmax - onehot)^T f / B."""
+    err = (feats @ W.t() + b).softmax(1) - torch.nn.functional.one_hot(y, W.shape[0]).float()
+    return err.t() @ feats / feats.shape[0]
+
+
+@pytest.mark.parametrize("normalize", ["none", "frobenius"])
+def test_projector_and_every_modalitys_projected_gradient_over_several_steps(normalize: str) -> None:
+    """Over 6 batches (12 head steps): each step's head gradient is the hand-made gradient of its own
+    modality times P^T, with P the projector after that modality's update (the second modality too);
+    P stays symmetric with eigenvalues in [0, 1]; every stored batch mean r is (nearly) annihilated."""
+    method, model, _ = _setup("replace", normalize)
+    with torch.no_grad():  # larger features, so that |r|^2 >> alpha_t and "P r ~ 0" is a sharp test
+        for enc in model.encoders.values():
+            [lin for lin in enc.modules() if isinstance(lin, torch.nn.Linear)][-1].weight.mul_(5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[dict] = []
+    current: dict = {}
+
+    def hook(o, args, kwargs):
+        m = current["order"].pop(0)
+        raw = _ce_weight_grad(current["feats"][m], model.head.weight, model.head.bias, current["y"])
+        seen.append({"m": m, "head": model.head.weight.grad.clone(), "raw": raw, "P": method.P.clone()})
+
+    opt.register_step_pre_hook(hook)
+    g = torch.Generator().manual_seed(3)
+    stored, last_stats = [], {}
+    for step in range(6):
+        x = {"a": 3 * torch.randn(16, 6, generator=g) + 1, "b": 3 * torch.randn(16, 4, generator=g) - 1}
+        y = torch.randint(0, 3, (16,), generator=g)
+        with torch.no_grad():  # the step's one forward per encoder happens before any of its head steps
+            feats = {m: model.encoders[m](x[m]) for m in ("a", "b")}
+        current.update(order=["a", "b"], feats=feats, y=y)
+        last_stats = method.training_step(model, {"inputs": x, "label": y, "index": torch.arange(16)}, {"main": opt},
+                                          StepState(0, step, 6, step))  # fmt: skip
+        stored += [(feats[m].mean(0), owm_alpha(step, 6)) for m in ("a", "b")]
+    assert [s["m"] for s in seen] == ["a", "b"] * 6
+    for s in seen:
+        torch.testing.assert_close(s["head"], s["raw"] @ s["P"].t(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(s["P"], s["P"].t())
+        eig = torch.linalg.eigvalsh(s["P"])
+        assert eig.min() > -1e-5 and eig.max() < 1 + 1e-5
+    b_last = seen[-1]
+    ratio = (b_last["head"].norm() / b_last["raw"].norm()).item()
+    assert last_stats["mla/proj/grad_ratio/b"].item() == pytest.approx(ratio, rel=1e-4)
+    assert seen[-1]["head"].norm() < 0.9 * seen[-1]["raw"].norm()  # the projection removed something
+    P = method.P
+    top = torch.linalg.eigvalsh(P).max().item()
+    for r, alpha in stored:  # P shuts every stored batch mean: |P r| is small next to P's largest gain
+        assert (P @ r).norm() < 0.1 * top * r.norm()
+        if normalize == "none":  # the exact RLS bound: r^T P r <= alpha_t after r's update; later ones only shrink P
+            assert (r @ P @ r).item() <= alpha + 1e-6
+    if normalize == "frobenius":
+        assert torch.linalg.matrix_norm(P).item() == pytest.approx(1.0, rel=1e-5)
+    assert method.on_epoch_end(model, None)["mla/proj/trace"] == pytest.approx(projector_trace(P))
 
 
 def test_predict_fuses_only_present_modalities() -> None:
@@ -136,6 +209,7 @@ def test_unequal_feature_sizes_and_bad_fixed_weights_are_config_errors() -> None
 def test_resume_mid_run_restores_projector(tmp_path) -> None:
     cfg = {
         "method": "mla", "dataset": "mfeat", "epochs": 2, "eval": {"missing": False},
+        "params": {"projection": "replace"},  # the default (off) leaves P at the identity
         "data": {"train_per_class": 5, "val_per_class": 3, "test_per_class": 3}, "loader": {"batch_size": 16},
     }  # fmt: skip
     straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=1)  # also compares every epoch's row

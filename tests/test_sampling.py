@@ -18,7 +18,7 @@ def test_default_order_is_distributed_samplers_for_every_rank_and_epoch(n, world
         for epoch in range(3):
             ours.set_epoch(epoch)
             theirs.set_epoch(epoch)
-            assert list(ours) == list(theirs) and len(ours) == len(theirs)
+            assert [d.index for d in ours] == list(theirs) and len(ours) == len(theirs)
 
 
 def test_given_indices_are_each_visited_as_often_as_listed_over_all_ranks():
@@ -29,7 +29,9 @@ def test_given_indices_are_each_visited_as_often_as_listed_over_all_ranks():
         sampler.set_epoch(4)
         sampler.set_indices(wanted)
         seen += list(sampler)
-    assert sorted(seen) == sorted(wanted)
+    assert sorted(d.index for d in seen) == sorted(wanted)
+    assert sorted(d.position for d in seen) == list(range(len(wanted)))  # copies told apart by position
+    assert all(wanted[d.position] == d.index for d in seen)
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         sampler.set_indices([10])
 
@@ -52,3 +54,19 @@ def test_a_method_choosing_its_samples_trains_on_those_only(tmp_path, monkeypatc
     assert set(seen[0]) == set(range(60))  # tiny mfeat: 60 training digits, every one in epoch 0
     assert set(seen[1]) == set(range(60)) - held_out and len(seen[1]) == 40
     assert torch.tensor(seen[1]).unique().numel() == len(seen[1])
+
+
+def test_steps_see_each_copys_position_in_the_methods_list(tmp_path, monkeypatch):
+    step = Joint.training_step
+    drawn: list[tuple[int, int]] = []
+    wanted = [*range(60), 5, 5, 7]  # every digit once, digit 5 twice more, digit 7 once more
+
+    def recording_step(self, model, batch, optimizers, state):
+        drawn.extend(zip(batch["index"].tolist(), batch["draw"].tolist(), strict=True))
+        return step(self, model, batch, optimizers, state)
+
+    monkeypatch.setattr(Joint, "training_step", recording_step)
+    monkeypatch.setattr(Joint, "train_indices", lambda self, epoch, n: wanted)
+    run_trial(tiny_config("joint", epochs=1, loader={"batch_size": 21}), JsonlReporter(tmp_path))
+    assert sorted(position for _, position in drawn) == list(range(len(wanted)))
+    assert all(wanted[position] == index for index, position in drawn)

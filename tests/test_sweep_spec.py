@@ -210,3 +210,14 @@ def test_shipped_sweeps_validate():
     out = _cli("validate", *paths, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count(": ok: ") == len(paths)
+
+
+@pytest.mark.parametrize("name", ["cremad_protocol.yaml", "mfeat_all.yaml"])
+def test_protocol_sweeps_run_every_registered_method_under_one_protocol(name):
+    """A new method must join the shared-protocol sweeps, and none of them may bring its own recipe."""
+    from trainables.methods import METHODS
+
+    spec = yaml.safe_load((REPO / "sweeps" / name).read_text())
+    assert sorted(spec["methods"]) == sorted(METHODS.names())
+    for method, entry in spec["methods"].items():
+        assert set(entry or {}) <= {"params"}, f"{name}: {method} overrides the shared protocol"

@@ -42,6 +42,7 @@ class LoaderConfig:
     batch_size: int = knob(64, "training batch size (per worker under DDP)", ge=1)
     eval_batch_size: int = knob(256, "evaluation batch size", ge=1)
     num_workers: int = knob(0, "DataLoader worker processes", ge=0)
+    prefetch: bool = knob(False, "copy the next batch to the device during the current step (CUDA: side stream)")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ class TrainConfig:
     seed: int = knob(0, "seed of model init, data order and every random draw of the method", ge=0, lt=2**32)
     epochs: int = knob(30, "training epochs", ge=1)
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto = cuda when available")
-    amp: bool = knob(False, "bfloat16 autocast on CUDA")
+    precision: Literal["fp32", "bf16"] = knob("fp32", "bf16: bfloat16 autocast of training steps and evaluation")
+    channels_last: bool = knob(False, "NHWC memory order for the model's 4-D weights and image inputs")
+    compile: Literal["off", "inductor", "aot_eager", "eager"] = knob("off", "torch.compile each encoder (backend)")
     deterministic: bool = knob(True, "deterministic torch algorithms")
     params: dict[str, Any] = knob({}, "method parameters (mmbal list methods)")
     data: dict[str, Any] = knob({}, "dataset parameters (mmbal list datasets)")

@@ -11,7 +11,7 @@ import copy
 import re
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm  # progress bars; quiet when stdout is not a terminal
 
+from trainables.acceleration import DevicePrefetcher, prepare_model, to_memory_format
 from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
 from trainables.divergence import first_nonfinite
@@ -29,9 +30,10 @@ from trainables.methods.base import BalancingMethod, Batch, EpochContext, Method
 from trainables.models.classifier import ModelSpec
 from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
+from trainables.precision import autocast
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
-from trainables.sampling import EpochSampler
+from trainables.sampling import Drawn, EpochSampler
 
 
 @dataclass
@@ -48,34 +50,40 @@ class Trial:
     train_loader: DataLoader
     val_loader: DataLoader
     test_loader: DataLoader
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # optimizer -> (first epoch, epochs)
 
     @property
     def modalities(self) -> list[str]:
         return list(self.data.modalities)
 
     def to_device(self, batch: Batch) -> Batch:
-        device = self.runtime.device
+        device, nhwc = self.runtime.device, self.cfg.train.channels_last
         return {
-            "inputs": {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()},
+            "inputs": {m: to_memory_format(x.to(device, non_blocking=True), nhwc) for m, x in batch["inputs"].items()},
             "label": batch["label"].to(device, non_blocking=True),
             "index": batch["index"],
+            **({"draw": batch["draw"]} if "draw" in batch else {}),
         }
 
+    def autocast(self) -> Any:
+        """The autocast context of training steps and evaluation (``precision``)."""
+        return autocast(self.cfg.train.precision, self.runtime.device)
+
     def epoch_context(self, epoch: int) -> EpochContext:
-        return EpochContext(epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce)
+        return EpochContext(
+            epoch, self.train_loader, self.runtime.device, self.to_device, self.runtime.all_reduce, self.train_subset
+        )
+
+    def train_subset(self, indices: Sequence[int]) -> DataLoader:
+        """Unshuffled loader over the given training samples, this rank's share (positions ``rank::world``)."""
+        mine = list(indices)[self.runtime.rank :: self.runtime.world_size]
+        batch_size = self.cfg.train.loader.eval_batch_size
+        return DataLoader(Subset(self.data.train, mine), batch_size=batch_size, shuffle=False)
 
     def eval_split(self, loader: DataLoader, split: str, missing: bool = False) -> dict[str, float]:
-        return evaluate(
-            self.method,
-            self.model,
-            loader,
-            split,
-            self.modalities,
-            self.data.num_classes,
-            self.to_device,
-            self.runtime.all_reduce,
-            missing,
-        )
+        args = (self.modalities, self.data.num_classes, self.to_device, self.runtime.all_reduce, missing)
+        with self.autocast():
+            return evaluate(self.method, self.model, loader, split, *args)
 
 
 @dataclass
@@ -118,11 +126,13 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)
+    prepare_model(model, train_cfg.channels_last, train_cfg.compile)
     runtime.broadcast_model(model)
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
         runtime.sync_gradients(optimizer)
-    schedulers = {k: make_scheduler(train_cfg.sched, o, train_cfg.epochs) for k, o in optimizers.items()}
+    windows = {k: (0, train_cfg.epochs) for k in optimizers} | method.schedule_windows()
+    schedulers = {k: make_scheduler(train_cfg.sched, o, max(windows[k][1], 1)) for k, o in optimizers.items()}
     loader = train_cfg.loader
     sampler = EpochSampler(len(data.train), runtime.world_size, runtime.rank, train_cfg.seed)
     loader_kw = dict(
@@ -132,7 +142,11 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        data.train, batch_size=loader.batch_size, sampler=sampler, drop_last=per_rank > loader.batch_size, **loader_kw
+        Drawn(data.train),
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        drop_last=per_rank > loader.batch_size,
+        **loader_kw,
     )
 
     def eval_loader(dataset: Any) -> DataLoader:
@@ -149,6 +163,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
         train_loader,
         eval_loader(data.val),
         eval_loader(data.test),
+        windows,
     )
 
 
@@ -162,15 +177,16 @@ def _train_epoch(trial: Trial, epoch: int, progress: bool) -> dict[str, float]:
     trial.model.train()
     num_batches = len(trial.train_loader)
     sums: StepStats = {}
-    on_cuda = trial.runtime.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if train_cfg.amp and on_cuda else nullcontext()
     batches = trial.train_loader
+    if train_cfg.loader.prefetch:
+        batches = DevicePrefetcher(batches, trial.to_device, trial.runtime.device)
     if progress and trial.runtime.is_main:
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{train_cfg.epochs}", leave=False, disable=None)
     for i, batch in enumerate(batches):
         state = StepState(epoch, i, num_batches, epoch * num_batches + i)
-        with autocast:
-            out = trial.method.training_step(trial.model, trial.to_device(batch), trial.optimizers, state)
+        with trial.autocast():
+            batch = batch if train_cfg.loader.prefetch else trial.to_device(batch)
+            out = trial.method.training_step(trial.model, batch, trial.optimizers, state)
         for k, v in out.items():
             v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else float(v)
             sums[k] = sums[k] + v if k in sums else v
@@ -214,13 +230,15 @@ def _set_epoch_samples(trial: Trial, epoch: int) -> None:
         raise ValueError(f"{trial.cfg.train.method}.train_indices: {exc}") from None
 
 
-def _step_schedulers(trial: Trial, row: dict[str, Any]) -> None:
-    """Record each optimizer's learning rate of the epoch that ran, then step its schedule."""
+def _step_schedulers(trial: Trial, row: dict[str, Any], epoch: int) -> None:
+    """Record each optimizer's learning rate of the epoch that ran, then step its schedule inside its window."""
     with warnings.catch_warnings():  # an optimizer idle in this stage (DI-MML's stage-2 head) is fine
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         for k, s in trial.schedulers.items():
             row[f"train/lr/{k}"] = s.get_last_lr()[0]
-            s.step()
+            first, length = trial.windows.get(k, (0, trial.cfg.train.epochs))
+            if first <= epoch < first + length:
+                s.step()
 
 
 def run_trial(
@@ -257,7 +275,7 @@ def run_trial(
         row.update(
             {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
         )
-        _step_schedulers(trial, row)
+        _step_schedulers(trial, row, epoch)
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)

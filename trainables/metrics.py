@@ -14,9 +14,14 @@ import torch
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``cm[true, pred]`` counts (int64)."""
+    """``cm[true, pred]`` counts (int64), on the inputs' device.
+
+    An accumulating ``index_put_`` rather than ``bincount``: CUDA's ``bincount`` reads the input's
+    maximum on the host (a device sync per batch).
+    """
     idx = labels.long() * num_classes + preds.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=idx.device)
+    return cm.index_put_((idx,), torch.ones_like(idx), accumulate=True).view(num_classes, num_classes)
 
 
 def accuracy(cm: torch.Tensor) -> float:
@@ -83,20 +88,31 @@ class EvalAccumulator:
         self.loss_sum = torch.zeros((), dtype=torch.float64)
         self.count = torch.zeros((), dtype=torch.int64)
 
+    def _on(self, device: torch.device) -> None:
+        """Keep the statistics where the logits are, so a batch never waits for the device; the
+        host reads them once, in :meth:`compute`."""
+        if self.count.device != device:
+            self.cm, self.scores = self.cm.to(device), self.scores.to(device)
+            self.loss_sum, self.count = self.loss_sum.to(device), self.count.to(device)
+            self.cm_mod = {m: t.to(device) for m, t in self.cm_mod.items()}
+            self.cm_missing = {s: t.to(device) for s, t in self.cm_missing.items()}
+
     def update(self, logits: torch.Tensor, modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
-        logits, labels = logits.detach().cpu(), labels.detach().cpu()
+        logits, labels = logits.detach(), labels.detach()
+        self._on(logits.device)
         self.cm += confusion_matrix(logits.argmax(1), labels, self.k)
         self.loss_sum += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
         self.count += labels.numel()
         for i, m in enumerate(self.modalities):
             if m not in modality_logits:  # a model that does not model m (e.g. ``unimodal``)
                 continue
-            ml = modality_logits[m].detach().cpu()
+            ml = modality_logits[m].detach()
             self.cm_mod[m] += confusion_matrix(ml.argmax(1), labels, self.k)
             self.scores[i] += true_class_score(ml, labels).double()
 
     def update_missing(self, subset: tuple[str, ...], logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.cm_missing[subset] += confusion_matrix(logits.detach().cpu().argmax(1), labels.detach().cpu(), self.k)
+        self._on(logits.device)
+        self.cm_missing[subset] += confusion_matrix(logits.detach().argmax(1), labels.detach(), self.k)
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.cm, *self.cm_mod.values(), *self.cm_missing.values(), self.scores, self.loss_sum, self.count]
@@ -107,6 +123,7 @@ class EvalAccumulator:
             all_reduce(t)
 
     def compute(self, split: str) -> dict[str, float]:
+        self._on(torch.device("cpu"))  # one device-to-host read per split
         n = max(int(self.count.item()), 1)
         out = {
             f"{split}/acc": accuracy(self.cm),

@@ -5,18 +5,48 @@ as ``torch.utils.data.DistributedSampler`` does (same permutation, same padding)
 depend on which of the two ran. A method may replace the epoch's sample list through
 ``BalancingMethod.train_indices`` (leave samples out, e.g. G-Blending's held-out part of train, or
 repeat them, e.g. re-sampling low-contribution samples); the list is shuffled and sharded the same way.
+Each draw carries its position in that list (``batch["draw"]``), so repeated copies can be told apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
-class EpochSampler(Sampler[int]):
+class Draw(NamedTuple):
+    """One draw of an epoch: the sample (``index`` into the train split) and the draw's ``position`` in
+    the epoch's sample list (``BalancingMethod.train_indices``' list; the index itself by default)."""
+
+    index: int
+    position: int
+
+
+class Drawn(Dataset):
+    """The train split read by :class:`Draw`: each item is the sample plus ``"draw"``, its position.
+
+    A method that repeats samples with a purpose per copy (e.g. a copy that trains one modality alone)
+    tells the copies apart by ``batch["draw"]``; the position is resolved in the sampler (main process),
+    so DataLoader workers need no per-epoch state.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, draw: Draw) -> dict[str, Any]:
+        item = dict(self.dataset[draw.index])
+        item["draw"] = draw.position
+        return item
+
+
+class EpochSampler(Sampler[Draw]):
     """Seeded per-epoch shuffle of the epoch's sample indices, split into ``world_size`` equal shards.
 
     Args:
@@ -54,10 +84,10 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return math.ceil(len(self._pool()) / self.world_size)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Draw]:
         pool = self._pool()
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
+        order = [Draw(pool[i], i) for i in torch.randperm(len(pool), generator=generator).tolist()]
         total = len(self) * self.world_size
         while len(order) < total:  # pad with the first samples so every rank gets as many batches
             order += order[: total - len(order)]

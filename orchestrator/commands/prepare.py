@@ -17,23 +17,33 @@ import os
 import typing
 from pathlib import Path
 
-from orchestrator.cli import add_overrides
-from trainables.config import parse_override
-from trainables.data import DATASETS
-from trainables.data.io.prepare import prepare
-from trainables.data.io.recipes import PrepareRecipe
+from orchestrator.cli import add_command, add_overrides
 from trainables.errors import ConfigError
-from trainables.params import describe
+
+if typing.TYPE_CHECKING:
+    from trainables.data.io.recipes import PrepareRecipe
+
+# this command's options come from the datasets' recipes: its full parser (and torch) only when it runs
+HELP = "decode a dataset once into mmbal's prepared layout (data.profile=prepared)"
+EXAMPLES = """
+  mmbal prepare cremad --raw /data/CREMA-D --out /data/cremad-prepared --workers 8
+  mmbal prepare kinetics_sounds --profile ogm_ge --raw /data/ks-ogm --out /data/ks-prepared   # a reference layout
+  # then train on it:  --set data_root=/data/cremad-prepared --set data.profile=prepared
+"""
 
 
 def recipes() -> dict[str, dict[str, PrepareRecipe]]:
     """Registered datasets that can be prepared: name -> {profile: recipe}."""
+    from trainables.data import DATASETS
+
     specs = {name: DATASETS.get(name) for name in DATASETS.names()}
     return {name: r for name, spec in specs.items() if (r := spec.recipes())}
 
 
 def default_profile(dataset: str, profiles: dict[str, PrepareRecipe]) -> str:
     """``raw`` where the dataset has a raw recipe, else its default ``data.profile``."""
+    from trainables.data import DATASETS
+
     if "raw" in profiles:
         return "raw"
     return next((f.default for f in dataclasses.fields(DATASETS.get(dataset).Params) if f.name == "profile"), "")
@@ -50,6 +60,8 @@ def _flag_fields(params_cls: type) -> list[str]:
 
 def add_recipe_options(p: argparse.ArgumentParser, have: dict[str, dict[str, PrepareRecipe]]) -> None:
     """One option per recipe param, with its meaning, range and defaults (per recipe kind where they differ)."""
+    from trainables.params import describe
+
     users: dict[type, list[str]] = {}  # Params class -> "dataset" or "dataset/profile" using it
     for name, profiles in have.items():
         for profile, recipe in profiles.items():
@@ -78,9 +90,14 @@ def add_recipe_options(p: argparse.ArgumentParser, have: dict[str, dict[str, Pre
         )
 
 
+def register_brief(sub: argparse._SubParsersAction) -> None:
+    """The entry in ``mmbal --help`` (no dataset is imported for it)."""
+    add_command(sub, "prepare", HELP, EXAMPLES)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     have = recipes()
-    p = sub.add_parser("prepare", help="decode a dataset once into mmbal's prepared layout (data.profile=prepared)")
+    p = add_command(sub, "prepare", HELP, EXAMPLES)
     p.add_argument("dataset", help=f"dataset to prepare (supported: {', '.join(have)})")
     p.add_argument(
         "--raw", required=True, help="the folder to prepare: the raw download (--profile raw) or a layout's data root"
@@ -99,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_values(items: list[str]) -> dict[str, object]:
+    from trainables.config import parse_override
+
     out = {}
     for item in items:
         key, value = parse_override(item)
@@ -119,6 +138,8 @@ def _recipe(dataset: str, profile: str | None) -> tuple[str, PrepareRecipe]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainables.data.io.prepare import prepare
+
     profile, recipe = _recipe(args.dataset, args.profile)
     given = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     own = _flag_fields(recipe.Params)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.report import leaderboard_markdown, write_report
-from orchestrator.report.summary_run import log_summary_run
+from orchestrator.cli import add_command
+
+EXAMPLES = """
+  mmbal report results/quickstart                   # leaderboard, CSV, plots, report.html in results/quickstart/report
+  mmbal report results/quickstart --wandb           # and a W&B summary run next to the trials' curves
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="leaderboard (mean ± std over seeds), plots and an HTML page of a results folder")
+    p = add_command(
+        sub, "report", "leaderboard (mean ± std over seeds), plots and an HTML page of a results folder", EXAMPLES
+    )
     p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="results folder of a sweep (results/<experiment>)")
     p.add_argument("--out", default=None, help="output folder (default EXPERIMENT_DIR/report)")
     p.add_argument("--select-metric", default="val/acc", help="validation metric that picks each method's best config")
@@ -22,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.report import leaderboard_markdown, write_report
+    from orchestrator.report.summary_run import log_summary_run
+
     files = write_report(args.experiment_dir, args.out, args.select_metric, args.select_mode)
     print(leaderboard_markdown(args.experiment_dir, args.select_metric, args.select_mode))
     for kind, path in files.items():

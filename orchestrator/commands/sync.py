@@ -8,24 +8,38 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.tracking import offline_runs
+from orchestrator.cli import add_command
 from trainables.errors import ConfigError
+
+EXAMPLES = """
+  mmbal sync quickstart                             # the runs of results/quickstart
+  mmbal sync quickstart --results /data/results --dry-run
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sync", help="upload the offline W&B runs of an experiment")
+    p = add_command(sub, "sync", "upload the offline W&B runs of an experiment", EXAMPLES)
     p.add_argument("experiment", metavar="EXPERIMENT", help="experiment name (under --results) or its folder")
-    p.add_argument("--results", default="results", help="results folder of the sweep (default results)")
+    p.add_argument("--results", default=None, help="results folder of the sweep (default results)")
     p.add_argument("--dry-run", action="store_true", help="list the run folders without uploading")
     p.set_defaults(func=run)
 
 
-def experiment_dir(name: str, results: str) -> Path:
-    p = Path(name)
-    return p if (p / "sweep.yaml").exists() or (p / "wandb").is_dir() else Path(results) / name
+def _is_experiment(p: Path) -> bool:
+    return (p / "sweep.yaml").exists() or (p / "wandb").is_dir()
+
+
+def experiment_dir(name: str, results: str | None) -> Path:
+    """``--results``/NAME when ``--results`` is given (it wins over a same-named folder here), else NAME
+    itself if it is an experiment folder, else results/NAME."""
+    under = Path(results or "results") / name
+    candidates = [under, Path(name)] if results else [Path(name), under]
+    return next((p for p in candidates if _is_experiment(p)), under)
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.tracking import offline_runs
+
     folder = experiment_dir(args.experiment, args.results)
     runs = offline_runs(folder)
     if not runs:

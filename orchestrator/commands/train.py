@@ -6,18 +6,26 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.cli import add_overrides
+from orchestrator.cli import add_command, add_overrides
 from orchestrator.lock import LOCK_NAME, folder_lock
-from orchestrator.results import write_json, write_summary
-from trainables.config import Resolved, apply_overrides, resolve
 from trainables.errors import ConfigError, DataError, Diverged
-from trainables.loop import run_trial
-from trainables.reporting import JsonlReporter, dumps
+
+if TYPE_CHECKING:
+    from trainables.config import Resolved
+    from trainables.reporting import JsonlReporter
+
+EXAMPLES = """
+  mmbal train                                       # joint training on mfeat (built in), default settings
+  mmbal train --method ogm_ge --epochs 12 --seed 1 --set params.alpha=0.5
+  mmbal train --method unimodal --set params.modality=pix --out runs/pix
+  mmbal train --method my_method --plugin my_methods   # a method of your own (see the README's plugins)
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="run one trial locally (no Ray)")
+    p = add_command(sub, "train", "run one trial locally (no Ray)", EXAMPLES)
     p.add_argument("--method", default="joint")
     p.add_argument("--dataset", default="mfeat")
     p.add_argument("--data-root", default=None)
@@ -30,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> dict:
+    from trainables.config import apply_overrides
+
     raw: dict = {"method": args.method, "dataset": args.dataset}
     if args.data_root:
         raw["data_root"] = args.data_root
@@ -75,6 +85,8 @@ def _is_run_config(path: Path) -> bool:
 
 def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
     """Refuse to resume a folder that holds a run of a different config."""
+    from trainables.reporting import dumps
+
     out, state = reporter.out, reporter.latest_state()
     if state is None:
         return
@@ -89,6 +101,8 @@ def check_out_dir(reporter: JsonlReporter, config: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainables.config import resolve
+
     cfg = resolve(build_config(args))
     t = cfg.train
     out = Path(args.out or f"runs/{t.method}-{t.dataset}-s{t.seed}")
@@ -104,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(cfg: Resolved, out: Path) -> int:
+    from orchestrator.results import write_json, write_summary
+    from trainables.loop import run_trial
+    from trainables.reporting import JsonlReporter
+
     t = cfg.train
     summary_path = out / "summary.json"
     reporter = JsonlReporter(out, keep=t.checkpoint.keep)

@@ -6,23 +6,29 @@ import argparse
 import sys
 from collections import Counter
 
-from orchestrator.cli import add_overrides
-from orchestrator.sweep import SweepErrors, load_sweep
+from orchestrator.cli import add_command, add_overrides
 from trainables.errors import ConfigError
+
+EXAMPLES = """
+  mmbal validate sweeps/*.yaml                      # every problem of every file, one line each
+  mmbal validate my_sweep.yaml --set epochs=2 --plugin my_methods
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check sweep files without running anything (no Ray)")
+    p = add_command(sub, "validate", "check sweep files without running anything (no Ray)", EXAMPLES)
     p.add_argument("sweeps", nargs="+", metavar="SWEEP.yaml")
     add_overrides(p, "--set epochs=2 (as for mmbal sweep)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import SweepErrors, load_sweep
+
     bad = 0
     for path in args.sweeps:
         try:
-            sweep = load_sweep(path, args.overrides)
+            sweep = load_sweep(path, args.overrides, args.plugins)
         except SweepErrors as exc:
             bad += 1
             for line in exc.lines():

@@ -31,8 +31,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     from orchestrator.run.reporter import RayReporter
     from trainables.errors import Diverged
     from trainables.loop import run_trial
+    from trainables.plugins import import_specs
     from trainables.runtime import Runtime
 
+    import_specs(config.get("plugins", []))
     set_threads(config["threads"])
     trial = config["trial"]
     rt = Runtime.from_process_group("cuda" if config["use_gpu"] else "cpu")
@@ -64,7 +66,12 @@ def ddp_trainable(config: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"trial": config["trial"], "threads": ex["cpus_per_worker"], "use_gpu": ex["use_gpu"]},
+        train_loop_config={
+            "trial": config["trial"],
+            "threads": ex["cpus_per_worker"],
+            "use_gpu": ex["use_gpu"],
+            "plugins": ex.get("plugins", []),
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=ex["num_workers"],
             use_gpu=ex["use_gpu"],

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+import yaml
+
 from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.summary_run import log_summary_run
@@ -20,6 +22,7 @@ from orchestrator.results import ResultsWriter
 from orchestrator.run.interrupt import SweepInterrupted, finished_trials
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
+from orchestrator.sweep.load import absolute_paths
 from orchestrator.tracking import make_tracker, resolve_mode
 from trainables.errors import ConfigError
 
@@ -35,10 +38,19 @@ def prepare_results(sweep: Sweep, resume: bool) -> None:
             f"{sweep.results_dir} already holds this experiment; add --resume to continue it, "
             "or --set experiment=NEW_NAME to start another",
         )
-    if path.read_text() != canonical(sweep.raw):
+    if not _same_sweep(path.read_text(), canonical(sweep.raw)):
         raise ConfigError(
             "--resume", f"the sweep differs from the one in {path}; resume needs the same sweep file and --set values"
         )
+
+
+def _same_sweep(stored: str, current: str) -> bool:
+    """Equal, or equal once a sweep.yaml written before paths were stored absolute has them resolved
+    (against the current directory: such a sweep resumes from where it was started)."""
+    if stored == current:
+        return True
+    old = yaml.safe_load(stored)
+    return isinstance(old, dict) and canonical(absolute_paths(old)) == current
 
 
 def start_ray(address: str | None) -> None:
@@ -61,6 +73,11 @@ def start_ray(address: str | None) -> None:
         raise ConfigError(
             "--address", f"cannot join a Ray cluster at {address!r} ({exc}); start one with `ray start --head`"
         ) from None
+
+
+def _joined(address: str | None) -> bool:
+    """Whether the sweep runs on a cluster it joined (which an autoscaler may grow), not one started here."""
+    return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"
 
 
 def _probe(address: str | None) -> None:
@@ -88,10 +105,10 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
     with folder_lock(sweep.results_dir, "experiment"):  # one driver per results folder
         prepare_results(sweep, resume)  # again, under the lock: another driver may have started meanwhile
-        return _run_locked(sweep, resume, tic)
+        return _run_locked(sweep, resume, tic, address)
 
 
-def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
+def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None) -> dict[str, Any]:
     writer = ResultsWriter(
         sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
     )
@@ -103,7 +120,7 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float) -> dict[str, Any]:
         else:
             from orchestrator.run.tuner import run_tune  # imports Ray: packed/ddp only
 
-            status = run_tune(sweep, writer, resume)
+            status = run_tune(sweep, writer, resume, elastic=_joined(address))
     except KeyboardInterrupt:
         raise SweepInterrupted(finished_trials(sweep.results_dir), total) from None
     finally:

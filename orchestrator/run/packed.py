@@ -22,7 +22,9 @@ def packed_trainable(config: dict[str, Any]) -> None:
     from orchestrator.run.reporter import RayReporter
     from trainables.errors import Diverged
     from trainables.loop import run_trial
+    from trainables.plugins import import_specs
 
+    import_specs(config["exec"].get("plugins", []))
     set_threads(config["exec"]["cpus_per_trial"])
     trial = config["trial"]
     reporter = RayReporter(

@@ -25,6 +25,7 @@ from orchestrator.run.worker import NODE_KEY
 from orchestrator.sweep import Sweep, method_label
 from orchestrator.sweep import space as ss
 from trainables.config import resolve
+from trainables.plugins import plugin_specs
 from trainables.reporting import atomic_write_text, dumps
 
 SCHEMA_SPLITS = ("train", "val", "test", "time", "best")
@@ -87,13 +88,21 @@ def exec_settings(sweep: Sweep) -> dict[str, Any]:
         "cpus_per_worker": ex.cpus_per_worker,
         "keep": keep,
         "ddp_storage": f"{storage_path(sweep).rstrip('/')}/{sweep.experiment}-ddp",
+        "plugins": plugin_specs(),  # imported by every trial process before its config is resolved
     }
 
 
-def max_concurrent(sweep: Sweep) -> int | None:
-    """Given, or for ddp derived from the cluster (the trial drivers hold no resources themselves)."""
+def max_concurrent(sweep: Sweep, elastic: bool = False) -> int | None:
+    """Given; else for ddp on a fixed cluster (Ray started here) as many trials as its resources fit now.
+
+    On a cluster joined with ``--address`` (``elastic``), ddp trials are not capped: each trial's
+    ``TorchTrainer`` asks for its workers' placement group, the pending requests are the demand the
+    autoscaler scales out for, and Ray Train retries a worker group that waits too long for resources
+    (``FailureConfig.controller_failure_limit``, unlimited by default). ``execution.max_concurrent``
+    caps how many wait at once. Packed trials reserve their resources themselves: Tune's own limit.
+    """
     ex = sweep.keys.execution
-    if ex.max_concurrent is not None or ex.mode != "ddp":
+    if ex.max_concurrent is not None or ex.mode != "ddp" or elastic:
         return ex.max_concurrent
     res = ray.cluster_resources()
     fits = [res.get("CPU", 0) / max(ex.cpus_per_worker * ex.num_workers, 1e-9)]
@@ -172,7 +181,7 @@ def _nested_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
+def build_tuner(sweep: Sweep, writer: ResultsWriter, elastic: bool = False) -> tune.Tuner:
     k = sweep.keys
     space, num_samples = param_space(sweep)
     return tune.Tuner(
@@ -184,7 +193,7 @@ def build_tuner(sweep: Sweep, writer: ResultsWriter) -> tune.Tuner:
             search_alg=searcher(sweep),
             scheduler=scheduler(sweep),
             num_samples=num_samples,
-            max_concurrent_trials=max_concurrent(sweep),
+            max_concurrent_trials=max_concurrent(sweep, elastic),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
             reuse_actors=k.execution.mode == "packed",  # skips a process start and the torch import per trial
@@ -206,20 +215,23 @@ def can_resume(sweep: Sweep) -> bool:
     return tune.Tuner.can_restore(experiment_path(sweep))
 
 
-def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool) -> dict[str, str]:
-    """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune."""
+def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool, elastic: bool = False) -> dict[str, str]:
+    """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune.
+
+    ``elastic``: Ray is a cluster joined with ``--address`` (it may grow), see :func:`max_concurrent`.
+    """
     cut = cut_tune_state(experiment_path(sweep)) if resume else None
     if cut is not None:  # a killed driver cut Tune's state mid-write: restart the unfinished trials
         sweep = restart_unfinished(sweep, writer, experiment_path(sweep), cut)
         if not sweep.trials and not sweep.spaces:
             return {}  # every trial had finished
-        tuner = build_tuner(sweep, writer)
+        tuner = build_tuner(sweep, writer, elastic)
     elif resume and can_resume(sweep):
         tuner = tune.Tuner.restore(
             experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
         )
     else:
-        tuner = build_tuner(sweep, writer)
+        tuner = build_tuner(sweep, writer, elastic)
     quiet_tune_hints()
     grid = tuner.fit()
     out = {}

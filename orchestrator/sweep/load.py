@@ -22,6 +22,7 @@ from orchestrator.tracking import TrackingSpec
 from trainables.config import apply_overrides
 from trainables.errors import ConfigError
 from trainables.params import build_params
+from trainables.plugins import load_plugins
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -41,19 +42,27 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-def load_sweep(path: str | os.PathLike, overrides: list[str] | None = None) -> Sweep:
-    """Read, override (``--set``), check and expand a sweep file; raises :class:`SweepErrors` listing every problem."""
+def load_sweep(path: str | os.PathLike, overrides: list[str] | None = None, plugins: list[str] | None = None) -> Sweep:
+    """Read, override (``--set``), check and expand a sweep file; raises :class:`SweepErrors` listing every problem.
+
+    ``plugins`` (``--plugin``) join the file's ``plugins:`` list, so ``sweep.yaml`` records them for a resume.
+    """
     raw = read_yaml(path)
     try:
         raw = apply_overrides(raw, overrides or [])
     except ConfigError as exc:
         raise SweepErrors([exc], str(path)) from None
+    if plugins:
+        listed = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
+        raw["plugins"] = [*listed, *(p for p in plugins if p not in listed)]
     return parse_sweep(raw, str(path))
 
 
 def parse_sweep(raw: dict[str, Any], source: str = "<sweep>") -> Sweep:
     """Check and expand a sweep given as a mapping (``source`` names it in error lines)."""
+    raw = absolute_paths(raw)
     errors: list[ConfigError] = []
+    _collect(errors, lambda: _import_plugins(raw.get("plugins", [])))  # before any method name is looked up
     sweep_part = {k: v for k, v in raw.items() if k in SWEEP_KEYS}
     base = {k: v for k, v in raw.items() if k in TOP_TRIAL_KEYS}
     for k in raw:
@@ -68,8 +77,6 @@ def parse_sweep(raw: dict[str, Any], source: str = "<sweep>") -> Sweep:
             errors.append(ConfigError(k, f"unknown key; allowed: {', '.join(sorted(SWEEP_KEYS | TOP_TRIAL_KEYS))}"))
     keys = _collect(errors, lambda: build_params(SweepKeys, sweep_part)) or _fallback_keys(sweep_part)
     tracking = _collect(errors, lambda: _tracking(raw.get("tracking", "wandb"))) or TrackingSpec(backend="none")
-    if "data_root" in base and isinstance(base["data_root"], str):
-        base["data_root"] = os.path.abspath(os.path.expanduser(base["data_root"]))  # Tune changes the working dir
     sweep = Sweep(keys, tracking, raw, source)
     entries = _method_entries(raw.get("methods"), errors)
     check_combinations(keys, entries, errors)
@@ -100,6 +107,26 @@ def _collect(errors: list[ConfigError], fn: Any) -> Any:
     except ConfigError as exc:
         errors.append(exc)
         return None
+
+
+def absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its local paths (``results``, ``storage``, ``data_root``) made absolute.
+
+    Tune changes the working directory, and ``results/<experiment>/sweep.yaml`` (this mapping) must
+    resume the sweep from any directory; URIs (``s3://...``) are kept as they are.
+    """
+    out = {"results": SweepKeys.results, **raw}  # the default too: a resume elsewhere must not move it
+    for key in ("results", "storage", "data_root"):
+        value = out.get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            out[key] = os.path.abspath(os.path.expanduser(value))
+    return out
+
+
+def _import_plugins(names: Any) -> None:
+    if not isinstance(names, list):
+        raise ConfigError("plugins", f"got {names!r}; allowed: a list of module names")
+    load_plugins(names, key="plugins")
 
 
 def _fallback_keys(part: dict[str, Any]) -> SweepKeys:

@@ -31,7 +31,9 @@ class ExecutionSpec:
     num_workers: int = knob(2, "ddp: Ray Train workers per trial", ge=1)
     cpus_per_worker: float = knob(1.0, "ddp: CPUs per worker", ge=0)
     use_gpu: bool = knob(False, "ddp: one GPU per worker (NCCL); false = CPU workers (gloo)")
-    max_concurrent: int | None = knob(None, "trials at once; default: as many as the cluster's resources allow", ge=1)
+    max_concurrent: int | None = knob(
+        None, "trials at once; default: as many as fit (ddp on a joined cluster: all, the autoscaler adds nodes)", ge=1
+    )
     max_failures: int = knob(1, "retries of a failed trial (it resumes from its last checkpoint)", ge=0)
 
     def __post_init__(self) -> None:
@@ -100,6 +102,9 @@ class SweepKeys:
     execution: ExecutionSpec = ExecutionSpec()
     search: SearchSpec = SearchSpec()
     tracking: Any = knob("wandb", "wandb, none, or a mapping of tracking keys")
+    plugins: list[str] = knob(
+        [], "modules imported first (here and in every Ray worker) that register your methods/datasets/encoders"
+    )
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment or ""):

@@ -8,7 +8,7 @@ in its own module under ``trainables/methods/`` (the key is the file stem and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +24,7 @@ from trainables.registry import Registry
 METHODS: Registry[type[BalancingMethod]] = Registry("method")
 register_method = METHODS.register
 
-Batch = dict[str, Any]  # {"inputs": {modality: Tensor}, "label": Tensor, "index": Tensor}
+Batch = dict[str, Any]  # {"inputs": {modality: Tensor}, "label": Tensor, "index": Tensor, "draw": Tensor}
 Optimizers = dict[str, torch.optim.Optimizer]
 MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # What a training step returns: scalars to average over the epoch. Tensors (detached, on the device)
@@ -87,6 +87,9 @@ class EpochContext:
         device: torch device.
         to_device: moves a collated batch onto ``device``.
         all_reduce: sums a tensor over DDP ranks in place (identity on one process).
+        train_subset: ``indices -> DataLoader``: an unshuffled pass over those training samples (this
+            rank's share under DDP; combine ranks with ``all_reduce``), e.g. a held-out part of train or
+            every training sample once whatever ``train_indices`` chose for the epoch.
     """
 
     epoch: int
@@ -94,6 +97,7 @@ class EpochContext:
     device: torch.device
     to_device: Callable[[Batch], Batch]
     all_reduce: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+    train_subset: Callable[[Sequence[int]], DataLoader] | None = None
 
 
 class BalancingMethod:
@@ -119,6 +123,17 @@ class BalancingMethod:
     def configure_optimizers(self, model: MultimodalModel, make_optimizer: MakeOptimizer) -> Optimizers:
         """Name -> optimizer; the loop gives each one the configured LR schedule."""
         return {"main": make_optimizer(model.parameters())}
+
+    def schedule_windows(self) -> dict[str, tuple[int, int]]:
+        """Optimizer name -> ``(first_epoch, epochs)``: the epochs its LR schedule runs over.
+
+        Called after :meth:`configure_optimizers`. The loop builds that optimizer's schedule for
+        ``epochs`` epochs and steps it only after epochs ``first_epoch .. first_epoch + epochs - 1``
+        (0-based), so before its window the optimizer sits at its initial LR and its schedule starts
+        fresh at ``first_epoch`` (a stage that begins mid-run, e.g. DI-MML's stage 2). Optimizers not
+        named here are scheduled over the whole trial (the default).
+        """
+        return {}
 
     def training_step(
         self, model: MultimodalModel, batch: Batch, optimizers: Optimizers, state: StepState
@@ -161,7 +176,9 @@ class BalancingMethod:
         loop shuffles the list by ``(seed, epoch)`` and shards it over DDP ranks; ``batch["index"]``
         tells a step which samples it got. Use it to hold samples out of training (a held-out part of
         train) or to re-sample (repeat) some of them; keep the result a pure function of the method's
-        checkpointed state so a resumed run visits the same samples.
+        checkpointed state so a resumed run visits the same samples. ``batch["draw"]`` is a sample's
+        position in the returned list (its index when the list is ``None``), which tells repeated
+        copies of one sample apart (e.g. a copy meant to train one modality alone).
         """
         return None
 

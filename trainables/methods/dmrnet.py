@@ -188,7 +188,7 @@ class DMRNet(BalancingMethod):
         loss = ce.mean() + p.alpha * kl
         stats: StepStats = {"dmrnet/ce": ce.mean().detach(), "dmrnet/kl": kl.detach()}
         if state.epoch < p.weak_epochs:
-            self._epoch += torch.cat(single_modality_variance(logvar, mask)).cpu()
+            self._epoch = self._epoch.to(y.device) + torch.cat(single_modality_variance(logvar, mask))
         elif self.weak >= 0:
             hard = hard_loss(ce, mask, self.weak)
             loss = loss + p.beta * hard
@@ -208,9 +208,9 @@ class DMRNet(BalancingMethod):
     def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         n = len(self.ctx.modalities)
         if ctx.epoch < self.params.weak_epochs:
-            stats = ctx.all_reduce(self._epoch.to(ctx.device)).cpu()
+            stats = ctx.all_reduce(self._epoch.to(ctx.device)).cpu()  # once per epoch
             self.var_sum, self.var_count = self.var_sum + stats[:n], self.var_count + stats[n:]
-            self._epoch = torch.zeros_like(self._epoch)
+            self._epoch = torch.zeros_like(stats)
             if ctx.epoch == self.params.weak_epochs - 1:
                 self.weak = int(torch.argmax(self.var_sum / self.var_count.clamp_min(1)).item())
         out: dict[str, float] = {}

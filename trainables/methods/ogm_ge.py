@@ -34,7 +34,6 @@ loop averages them; the average noise std thus shrinks by sqrt(world_size).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,22 +72,26 @@ class OGMGEParams:
             )
 
 
-def discrepancy_scores(modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
-    """``s_m = sum_i softmax(z_m,i)[y_i]`` (paper Eq. 9), computed without gradient."""
+def discrepancy_scores(modality_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``s_m = sum_i softmax(z_m,i)[y_i]`` (paper Eq. 9): 0-dim tensors on the device, without gradient."""
     with torch.no_grad():
-        return {m: z.float().softmax(1).gather(1, labels[:, None]).sum().item() for m, z in modality_logits.items()}
+        return {m: z.float().softmax(1).gather(1, labels[:, None]).sum() for m, z in modality_logits.items()}
 
 
-def modulation_coefficients(scores: dict[str, float], alpha: float) -> tuple[dict[str, float], dict[str, float]]:
+def modulation_coefficients(
+    scores: dict[str, torch.Tensor | float], alpha: float
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Ratios ``rho_m = s_m / min_j s_j`` and coefficients (paper Eq. 10, N-modal as in the module doc).
 
+    Computed with tensor ops on the scores' device, so a step never waits for the device to read them.
+
     Returns:
-        ``(rho, k)``, both keyed by modality.
+        ``(rho, k)``, both keyed by modality, 0-dim float32 tensors.
     """
-    weakest = min(scores.values())
-    rho = {m: s / max(weakest, 1e-12) for m, s in scores.items()}
-    k = {m: (1.0 - math.tanh(alpha * r) if r > 1.0 else 1.0) for m, r in rho.items()}
-    return rho, k
+    s = torch.stack([torch.as_tensor(v) for v in scores.values()]).float()
+    rho = s / s.min().clamp_min(1e-12)
+    k = torch.where(rho > 1.0, 1.0 - torch.tanh(alpha * rho), torch.ones_like(rho))
+    return dict(zip(scores, rho.unbind(), strict=True)), dict(zip(scores, k.unbind(), strict=True))
 
 
 def modulated_parameters(encoder: nn.Module, modulate: str) -> list[nn.Parameter]:
@@ -101,9 +104,10 @@ def modulated_parameters(encoder: nn.Module, modulate: str) -> list[nn.Parameter
     return [p for p in params if p.dim() >= 2]
 
 
-def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool) -> None:
+def modulate_gradients(params: list[nn.Parameter], coeff: torch.Tensor | float, noise: bool) -> None:
     """``g <- k g`` (OGM) or ``g <- k g + N(0, std(g)^2)`` with the unmodulated std (OGM-GE, Eq. 12).
 
+    ``coeff`` may be a 0-dim device tensor and ``std(g)`` stays one: nothing is read on the host.
     The noise comes from torch's global RNG, so runs are reproducible and resume exactly.
     """
     for p in params:
@@ -111,7 +115,7 @@ def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool) ->
             continue
         g = p.grad
         if noise:
-            std = g.std().item() + 1e-8 if g.numel() > 1 else 1e-8
+            std = g.std() + 1e-8 if g.numel() > 1 else 1e-8
             p.grad = g * coeff + torch.randn_like(g) * std
         else:
             g.mul_(coeff)

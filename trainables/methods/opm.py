@@ -150,12 +150,12 @@ class OPM(BalancingMethod):
                 stats[f"opm/ogm_coeff/{m}"] = coeff.get(m, 1.0)
         return stats
 
-    def _ogm(self, model: MultimodalModel, scores: torch.Tensor, active: bool) -> dict[str, float]:
+    def _ogm(self, model: MultimodalModel, scores: torch.Tensor, active: bool) -> dict[str, torch.Tensor]:
         """OGM(-GE) on the encoders' gradients when ``ogm`` is on and ``active``; the coefficients used."""
         if not (self.params.ogm and active):
             return {}
         _, k = modulation_coefficients(
-            dict(zip(self.ctx.modalities, scores.tolist(), strict=True)), self.params.ogm_alpha
+            dict(zip(self.ctx.modalities, scores.unbind(), strict=True)), self.params.ogm_alpha
         )
         for m, coeff in k.items():
             modulate_gradients(modulated_parameters(model.encoders[m], "conv"), coeff, self.params.ogm_noise)

@@ -22,7 +22,7 @@ def _av() -> ModuleType:
     try:
         import av
     except ImportError:
-        raise ConfigError("prepare", "decoding video needs PyAV: pip install av") from None
+        raise ConfigError("prepare", "decoding video needs PyAV: pip install 'mmbal[video]' (or av)") from None
     return av
 
 
