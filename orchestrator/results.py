@@ -3,6 +3,7 @@
 ```
 results/<experiment>/
   sweep.yaml                      # the sweep as run (after --set), for sweeps
+  machine.json                    # the machine the sweep (re)started on (CPU, torch): report --readme
   trials/<trial_id>/config.json   # resolved trial config + "_meta": {trial_id, config_id, experiment, method}
   trials/<trial_id>/metrics.jsonl # one JSON row per epoch, schema keys (epoch, train/..., val/...)
   trials/<trial_id>/summary.json  # written last and atomically, when the trial completed or diverged
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,20 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(json.loads(dumps(obj)), indent=2, sort_keys=True))
 
 
-def write_config(path: Path, config: dict[str, Any], trial_id: str, experiment: str, method: str | None = None) -> None:
-    """``config.json`` with its ``_meta`` block; ``method`` is the leaderboard row (default: ``config["method"]``)."""
+def write_config(
+    path: Path,
+    config: dict[str, Any],
+    trial_id: str,
+    experiment: str,
+    method: str | None = None,
+    name: str | None = None,
+) -> None:
+    """``config.json`` with its ``_meta`` block; ``method`` is the leaderboard row (default: ``config["method"]``),
+    ``name`` the readable trial name (``<method>[-<varied params>]-s<seed>``, W&B's run name)."""
     meta = {"trial_id": trial_id, "config_id": config_id(config), "experiment": experiment}
     meta["method"] = method or config.get("method", "?")
+    if name:
+        meta["name"] = name
     write_json(path / "config.json", {**config, "_meta": meta})
 
 
@@ -148,12 +159,21 @@ class ResultsWriter:
         results_dir: ``results/<experiment>``.
         experiment: the experiment name (recorded in each config's ``_meta``).
         tracker: W&B (or the no-op tracker).
+        namer: ``namer(config, method) -> name``, the readable trial name recorded as ``_meta.name``
+            (:class:`orchestrator.sweep.naming.TrialNamer`); without it, no name is recorded.
     """
 
-    def __init__(self, results_dir: str | Path, experiment: str, tracker: Tracker | None = None) -> None:
+    def __init__(
+        self,
+        results_dir: str | Path,
+        experiment: str,
+        tracker: Tracker | None = None,
+        namer: Callable[[dict[str, Any], str], str] | None = None,
+    ) -> None:
         self.results_dir = Path(results_dir)
         self.experiment = experiment
         self.tracker = tracker or Tracker()
+        self.namer = namer
         self.pending: dict[str, dict[str, Any]] = {}
 
     def path(self, trial_id: str) -> Path:
@@ -171,7 +191,8 @@ class ResultsWriter:
             stored = {k: v for k, v in json.loads(old.read_text()).items() if k != "_meta"}
             if stored != json.loads(dumps(config)):  # PBT changed its hyperparameters
                 (d / "summary.json").unlink(missing_ok=True)
-        write_config(d, config, trial_id, self.experiment, method)
+        name = self.namer(config, method or config.get("method", "?")) if self.namer else None
+        write_config(d, config, trial_id, self.experiment, method, name)
         self.tracker.start(trial_id, json.loads((d / "config.json").read_text()))
 
     def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
@@ -199,7 +220,9 @@ class ResultsWriter:
         summary = summary if summary is not None else self.pending.pop(trial_id, None)
         if summary is not None:
             write_summary(self.path(trial_id), summary)
-        self.tracker.finish(trial_id, ok=summary is not None)
+            # W&B's summary is summary.json as written (NaN as "nan"), not the last epoch's row
+            summary = json.loads((self.path(trial_id) / "summary.json").read_text())
+        self.tracker.finish(trial_id, ok=summary is not None, summary=summary)
         return summary is not None
 
     def error(self, trial_id: str) -> None:

@@ -5,6 +5,14 @@ processes never import wandb. W&B is a convenience: every call is guarded, a fai
 line and that run is dropped, never the trial. Offline unless told otherwise (``WANDB_MODE``, or an
 API key in the environment); ``mmbal sync EXPERIMENT`` uploads the offline runs later. The API key is
 read by wandb itself from its usual places and is never put into a config, a result or a log line.
+
+What a trial's run shows is what its results folder holds: the curves are ``metrics.jsonl``'s
+per-epoch rows (against ``epoch``), and the run's summary is ``summary.json`` (best-validation epoch,
+test metrics of that state), set when the trial completes. Test metrics (and ``best/epoch``) are end
+values, logged to the summary only, never as a point on the epoch axis. Runs are named
+``<method>[-<varied params>]-s<seed>`` (``_meta.name``), tagged with method, dataset and experiment,
+and their ids carry the sweep *instance* (:func:`instance_id`), so two copies of one experiment name
+(two clones, two machines) never write into each other's runs.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import math
 import os
 import re
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +72,35 @@ def run_id(group: str, name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{name}")[:120]
 
 
+INSTANCE_FILE = "instance_id"
+END_PREFIXES = ("test/", "best/")  # values of the selected state, known once the trial ends: summary only
+
+
+def instance_id(results_dir: str | os.PathLike) -> str:
+    """This sweep instance's id (8 hex digits), made once and kept in ``<results_dir>/instance_id``.
+
+    A resumed sweep (same folder) keeps it, so its runs continue; another folder running the same
+    experiment name gets its own, so W&B runs are never shared between two copies of a sweep.
+    """
+    path = Path(results_dir) / INSTANCE_FILE
+    try:
+        found = path.read_text().strip()
+    except OSError:
+        found = ""
+    if re.fullmatch(r"[0-9a-f]{8}", found):
+        return found
+    from trainables.reporting import atomic_write_text
+
+    new = uuid.uuid4().hex[:8]
+    atomic_write_text(path, new + "\n")
+    return new
+
+
+def scalar_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``summary.json`` a W&B summary shows: numbers and strings (config and lists stay out)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
 class Tracker:
     """No tracking (``tracking: none``)."""
 
@@ -70,19 +108,21 @@ class Tracker:
 
     def log(self, trial_id: str, row: dict[str, Any]) -> None: ...
 
-    def finish(self, trial_id: str, ok: bool) -> None: ...
+    def finish(self, trial_id: str, ok: bool, summary: dict[str, Any] | None = None) -> None: ...
 
     def close(self) -> None: ...
 
 
 class WandbTracker(Tracker):
-    """One W&B run per trial (``group`` = experiment, ``job_type`` = method, ``name`` = trial id)."""
+    """One W&B run per trial (``group`` = experiment, ``job_type`` = method, ``name`` = the readable trial
+    name, tags = method, dataset, experiment; id = experiment, sweep instance and trial id)."""
 
     def __init__(self, spec: TrackingSpec, experiment: str, wandb_dir: str | os.PathLike) -> None:
         self.spec = spec
         self.experiment = experiment
         self.dir = Path(wandb_dir)
         self.mode = resolve_mode(spec)
+        self.instance = instance_id(self.dir)
         self.runs: dict[str, Any] = {}
         self._warned = False
 
@@ -102,13 +142,16 @@ class WandbTracker(Tracker):
 
             self.dir.mkdir(parents=True, exist_ok=True)
             settings = bounded_settings(self.spec.timeout_s)
+            meta = config.get("_meta", {})
+            tags = [str(t)[:64] for t in (meta.get("method") or config.get("method"), config.get("dataset"))]
             run = wandb.init(
                 project=self.spec.project,
                 entity=self.spec.entity,
                 group=self.experiment,
                 job_type=config.get("method"),
-                name=trial_id,
-                id=run_id(self.experiment, trial_id),
+                name=meta.get("name") or trial_id,
+                tags=list(dict.fromkeys([*tags, self.experiment[:64]])),
+                id=run_id(f"{self.experiment}-{self.instance}", trial_id),
                 resume="allow",
                 config=_config(config),
                 dir=str(self.dir),
@@ -132,18 +175,23 @@ class WandbTracker(Tracker):
                 {
                     k: v
                     for k, v in row.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    if isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                    and math.isfinite(v)
+                    and not k.startswith(END_PREFIXES)
                 }
             )
         except Exception as exc:  # W&B must never fail a trial
             self._warn("log", exc)
             self.runs.pop(trial_id, None)
 
-    def finish(self, trial_id: str, ok: bool) -> None:
+    def finish(self, trial_id: str, ok: bool, summary: dict[str, Any] | None = None) -> None:
         run = self.runs.pop(trial_id, None)
         if run is None:
             return
         try:
+            if summary is not None:  # after the last row, so these values win over the last epoch's
+                run.summary.update(scalar_summary(summary))
             run.finish(exit_code=0 if ok else 1)
         except Exception as exc:  # W&B must never fail a trial
             self._warn("finish", exc)

@@ -9,8 +9,8 @@ import re
 import pytest
 from conftest import TINY_ARGS
 
+from orchestrator.bench.throughput import step_ratio
 from orchestrator.cli import main
-from orchestrator.throughput import step_ratio
 
 FIELD = re.compile(r"^([a-z_]+/[\w/]+): (\S+)$")
 

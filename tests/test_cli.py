@@ -53,6 +53,10 @@ def test_list_shows_every_registered_method_with_params(capsys):
     for name in METHODS.names():
         assert f"\n{name}: " in "\n" + out
     assert "params.modality (str, default ''):" in out
+    for name in METHODS.names():  # each method's native missing-modality scheme, named and explained
+        scheme = METHODS.get(name).missing_scheme
+        block = ("\n" + out).split(f"\n{name}: ", 1)[1].split("\n", 2)[1]
+        assert block.strip().startswith(f"missing modalities ({scheme}): ")
 
 
 def test_bench_prints_ratios_against_joint(capsys):

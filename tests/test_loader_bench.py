@@ -3,7 +3,7 @@ was measured."""
 
 from __future__ import annotations
 
-from orchestrator.loader_bench import loader_ratio
+from orchestrator.bench.loader import loader_ratio
 
 
 def test_loader_ratio_times_both_paths_over_the_same_epoch(tmp_path):

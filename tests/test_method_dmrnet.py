@@ -126,3 +126,33 @@ def test_resume_after_the_weak_choice_gives_the_same_result(tmp_path):
         '"train/dmrnet/hard"' in rows[2]
         and sum(f'"train/dmrnet/weak/{m}": 1.0' in rows[2] for m in ("pix", "fou")) == 1
     )
+
+
+def test_variance_accumulates_from_every_step_of_every_epoch_into_the_weak_choice():
+    method = _method(weak_epochs=2)
+    model = method.build_model(SPEC)
+    opt = {"main": torch.optim.SGD(model.parameters(), lr=0.05)}  # the embedding changes between steps
+    seen = []
+    model.register_forward_hook(lambda mod, args, out: seen.append((out.extras["logvar"].detach(), out.extras["mask"])))
+    ctx = lambda e: EpochContext(e, None, torch.device("cpu"), lambda b: b)
+    torch.manual_seed(0)
+    for epoch in range(2):
+        for i in range(3):
+            batch = _batch(12)
+            batch["inputs"] = {m: x + 0.3 * (3 * epoch + i) for m, x in batch["inputs"].items()}
+            method.training_step(model, batch, opt, StepState(epoch, i, 3, 3 * epoch + i))
+        diag = method.on_epoch_end(model, ctx(epoch))
+    assert len(seen) == 6
+    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for logvar, mask in seen:  # by hand: mean variance of each sample that saw exactly one modality
+        var = logvar.exp().mean(1).double()
+        for i in range(2):
+            alone = (mask[:, i] > 0) & (mask.sum(1) == 1)
+            sums[i] += var[alone].sum()
+            counts[i] += alone.sum()
+    assert counts.min() > 0
+    torch.testing.assert_close(method.var_sum, sums)
+    assert torch.equal(method.var_count, counts)
+    mean = sums / counts
+    assert method.weak == int(mean.argmax()) and diag[f"dmrnet/weak/{['a', 'b'][method.weak]}"] == 1.0
+    assert diag["dmrnet/variance/a"] == pytest.approx(mean[0].item())

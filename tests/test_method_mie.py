@@ -5,14 +5,16 @@ learns; test-time fusion is the mean of the unimodal softmaxes."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from trainables.errors import ConfigError
-from trainables.methods.base import MethodContext, StepState
-from trainables.methods.mie import MIE, MIEParams, sam_gradient, soft_projector
+from trainables.methods._flat_gradient import mixup
+from trainables.methods.base import EpochContext, MethodContext, StepState
+from trainables.methods.mie import MIE, MIEParams, flat_projector, sam_gradient, soft_projector, stage_of
 from trainables.models.classifier import ModelSpec
 from trainables.models.encoders import SmallCNN
 from trainables.params import build_params
@@ -69,7 +71,11 @@ def test_soft_projector_damps_top_direction_and_keeps_flat_one() -> None:
     torch.testing.assert_close(P, P.t())
 
 
+OLD = {"alternation": "batch", "covariance": "batch", "head": "linear", "mixup": 0.0}  # per-batch mechanics
+
+
 def _setup(**params):
+    params = {**OLD, **params}
     torch.manual_seed(0)
     spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
     method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
@@ -83,7 +89,9 @@ def _spy(opt: torch.optim.Optimizer, model) -> list[dict]:
 
     def hook(o, args, kwargs):
         enc = {m: any(p.grad is not None for p in e.parameters()) for m, e in model.encoders.items()}
-        heads = {m: (h.weight.grad.clone() if h.weight.grad is not None else None) for m, h in model.heads.items()}
+        heads = {
+            m: (h[0].weight.grad.clone() if h[0].weight.grad is not None else None) for m, h in model.heads.items()
+        }
         seen.append({"enc": enc, "heads": heads})
 
     opt.register_step_pre_hook(hook)
@@ -128,3 +136,128 @@ def test_fusion_is_mean_of_softmaxes_and_two_modalities_only() -> None:
         MIE(MIEParams(), MethodContext(["a", "b", "c"], 3, 2, torch.device("cpu")))
     with pytest.raises(ConfigError, match="params.flat_ratio"):
         build_params(MIEParams, {"flat_ratio": 1.5}, "params.")
+
+
+# --- the IGM-style options: stages, dataset statistics, MLP heads, mixup ---------------------------
+def test_stage_schedule_and_restart_points() -> None:
+    assert [stage_of(e, [1]) for e in range(3)] == [(0, True), (1, True), (2, True)]
+    assert [stage_of(e, [2, 3]) for e in range(6)] == [
+        (0, True),
+        (0, False),
+        (1, True),
+        (1, False),
+        (1, False),
+        (2, True),
+    ]
+    method, _, _ = _setup(alternation="stage", stage_epochs=[2, 3])
+    assert [method.restart_from_best(e) for e in range(6)] == [False, False, True, False, False, True]
+    batch_method, _, _ = _setup()
+    assert not any(batch_method.restart_from_best(e) for e in range(4))
+    with pytest.raises(ConfigError, match="params.stage_epochs"):
+        MIEParams(stage_epochs=[2, 0])
+
+
+def _second_moment_projectors(model, source: str, x: torch.Tensor, tau: float) -> list[torch.Tensor]:
+    """By hand: the inputs of each linear layer of ``source``'s head, their uncentred second moment, P."""
+    with torch.no_grad():
+        h = model.encoders[source](x)
+        head = model.heads[source]
+        inputs = [h, head[1](head[0](h))]
+        inputs.append(head[2](inputs[1]))
+    return [flat_projector(z.double().t() @ z.double() / len(z), tau).float() for z in inputs]
+
+
+def test_stage_step_trains_the_active_modality_with_every_mlp_layer_projected_by_dataset_moments() -> None:
+    params = {"alternation": "stage", "stage_epochs": [1], "covariance": "dataset", "head": "mlp", "rho": 0.0}
+    params |= {"mixup": 0.0, "tau": 2.0}
+    method, model, batch = _setup(**params)
+    ref_method, ref_model, _ = _setup(**params, project=False)
+    ctx = EpochContext(1, [batch], torch.device("cpu"), lambda b: b)
+    assert method.on_epoch_start(model, ctx) == {"mie/active/a": 0.0, "mie/active/b": 1.0}  # stage 1 trains b
+    expected_P = _second_moment_projectors(model, "a", batch["inputs"]["a"], 2.0)  # a's knowledge protects
+    assert set(method.P) == {"b"} and len(method.P["b"]) == 3
+    for got, want in zip(method.P["b"], expected_P, strict=True):
+        torch.testing.assert_close(got, want)
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(ref_model.parameters(), lr=0.1)
+    grads, ref_grads = [], []
+    for o, m, sink in ((opt, model, grads), (ref_opt, ref_model, ref_grads)):
+        o.register_step_pre_hook(lambda *_, m=m, sink=sink: sink.append(_grads(m)))
+    stats = method.training_step(model, batch, {"main": opt}, StepState(1, 0, 1, 1))
+    ref_method.training_step(ref_model, batch, {"main": ref_opt}, StepState(1, 0, 1, 1))
+    assert len(grads) == 1 and set(stats) == {"loss", "mie/loss/b", "mie/sharpness/b", "mie/damping/b"}
+    assert not any(k.startswith(("encoders.a", "heads.a")) for k in grads[0])  # only b learns in b's stage
+    for i, P in zip((0, 2, 3), method.P["b"], strict=True):
+        key = f"heads.b.{i}.weight"
+        torch.testing.assert_close(grads[0][key], ref_grads[0][key] @ P)
+    assert torch.equal(grads[0]["heads.b.0.bias"], ref_grads[0]["heads.b.0.bias"])  # biases untouched
+    # the first stage has nothing to protect: no projection
+    fresh, fresh_model, _ = _setup(**params)
+    fresh.on_epoch_start(fresh_model, EpochContext(0, [batch], torch.device("cpu"), lambda b: b))
+    assert fresh.P == {}
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_mixup_mixes_the_active_input_and_its_loss_weights_both_labels() -> None:
+    method, model, batch = _setup(alternation="stage", rho=0.0, project=False, mixup=1.0)
+    init = copy.deepcopy(model)
+    torch.manual_seed(5)
+    xm, perm, lam = mixup(batch["inputs"]["a"], 1.0)
+    assert 0 < lam.item() < 1 and not torch.equal(perm, torch.arange(32))
+    torch.testing.assert_close(xm, lam * batch["inputs"]["a"] + (1 - lam) * batch["inputs"]["a"][perm])
+    z = init.heads["a"](init.encoders["a"](xm))
+    y = batch["label"]
+    want = lam * torch.nn.functional.cross_entropy(z, y) + (1 - lam) * torch.nn.functional.cross_entropy(z, y[perm])
+    torch.manual_seed(5)
+    stats = method.training_step(
+        model, batch, {"main": torch.optim.SGD(model.parameters(), lr=0.1)}, StepState(0, 0, 1, 0)
+    )
+    torch.testing.assert_close(stats["mie/loss/a"], want.detach())
+
+
+def test_sam_in_a_real_step_perturbs_encoder_and_head_by_rho_and_restores_them_before_the_update() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec({"a": (1, 8, 8), "b": (4,)}, {"a": "cnn", "b": "mlp"}, 8, "concat", 3)
+    params = {"alternation": "stage", "rho": 0.5, "flat_ratio": 0.5, "mixup": 0.0, "project": False}
+    method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
+    model = method.build_model(spec)
+    batch = {"inputs": {"a": torch.randn(6, 1, 8, 8), "b": torch.randn(6, 4)}, "label": torch.tensor([0, 1, 2] * 2)}
+    enc, head = model.encoders["a"], model.heads["a"]
+    start = copy.deepcopy(model.state_dict())
+    one_forward = copy.deepcopy(enc)
+    one_forward(batch["inputs"]["a"])  # BatchNorm statistics after exactly one training forward
+    seen: list[list[torch.Tensor]] = []
+    enc.register_forward_pre_hook(
+        lambda *_: seen.append([p.detach().clone() for p in [*enc.parameters(), *head.parameters()]])
+    )
+    at_step: list[dict] = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.register_step_pre_hook(lambda *_: at_step.append(copy.deepcopy(model.state_dict())))
+    method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
+    assert len(seen) == 2  # the plain forward and the forward at the perturbed point
+    deltas = [w_p - w for w, w_p in zip(seen[0], seen[1], strict=True)]
+    n_enc = len(list(enc.parameters()))
+    assert all(d.abs().max() > 0 for d in deltas[:n_enc])  # every encoder tensor is perturbed ...
+    assert all(d.abs().max() > 0 for d in deltas[n_enc:])  # ... and every head tensor
+    radius = torch.linalg.vector_norm(torch.stack([d.norm() for d in deltas]))
+    assert radius.item() == pytest.approx(0.5, rel=1e-4)  # jointly, by exactly rho
+    restored = at_step[0]
+    assert all(torch.equal(restored[k], start[k]) for k in start if ".running_" not in k and "num_batches" not in k)
+    for k, v in one_forward.state_dict().items():  # the perturbed pass left no trace in BatchNorm either
+        assert torch.equal(restored[f"encoders.a.{k}"], v), k
+
+
+def test_stage_mode_in_a_trial_alternates_restarts_and_resumes_exactly(tmp_path) -> None:
+    from conftest import interrupted_then_resumed, tiny_config
+
+    from orchestrator.results import read_jsonl
+
+    params = {"alternation": "stage", "stage_epochs": [1, 2], "covariance": "dataset"}
+    cfg = tiny_config("mie", epochs=4, params=params, eval={"missing": False})
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=2)  # cut inside the 2-epoch stage of fou
+    assert resumed == straight
+    rows = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    assert [r["train/mie/active/pix"] for r in rows] == [1.0, 0.0, 0.0, 1.0]  # stages of 1, 2, 1 epochs
+    assert "train/mie/damping/pix" not in rows[0] and "train/mie/damping/fou" in rows[1]  # stage 0 unprojected

@@ -113,8 +113,8 @@ def test_ge_noise_reaches_both_encoders_but_not_the_head() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     method.training_step(model, batch, {"main": opt}, StepState(0, 0, 1, 0))
     for m in ("a", "b"):
-        w = model.encoders[m].net[1].weight
-        assert not torch.allclose(w.grad, ref[f"encoders.{m}.net.1.weight"]), m
+        w = model.encoders[m].net[2].weight
+        assert not torch.allclose(w.grad, ref[f"encoders.{m}.net.2.weight"]), m
     torch.testing.assert_close(model.head.fc.weight.grad, ref["head.fc.weight"])
 
 
@@ -130,3 +130,40 @@ def test_window_in_a_trial_and_bad_window_is_one_line(tmp_path) -> None:
     assert rows[1]["train/ogm_ge/coeff/pix"] == rows[1]["train/ogm_ge/coeff/fou"] == 1.0
     with pytest.raises(ConfigError, match="modulation_end"):
         build_params(OGMGEParams, {"modulation_start": 5, "modulation_end": 2}, "params.")
+
+
+def _cnn_setup(noise: bool, data_seed: int = 0):
+    torch.manual_seed(0)
+    spec = ModelSpec({"img": (1, 8, 8), "vec": (4,)}, {"img": "cnn", "vec": "mlp"}, 8, "concat", 3)
+    method = OGMGE(
+        build_params(OGMGEParams, {"noise": noise}), MethodContext(["img", "vec"], 3, 4, torch.device("cpu"))
+    )
+    model = method.build_model(spec)
+    g = torch.Generator().manual_seed(data_seed)
+    x = {"img": torch.randn(32, 1, 8, 8, generator=g), "vec": torch.randn(32, 4, generator=g)}
+    batch = {"inputs": x, "label": torch.randint(0, 3, (32,), generator=g), "index": torch.arange(32)}
+    ref, k = _reference_grads(model, batch)  # same weights and BatchNorm batch statistics as the step
+    return method, model, batch, ref, k
+
+
+def test_real_step_with_a_cnn_encoder_scales_only_its_conv_kernels() -> None:
+    method, model, batch, ref, k = _cnn_setup(noise=False)
+    assert k["img"] < 0.9 and k["vec"] == 1.0  # the CNN side dominates this batch
+    method.training_step(model, batch, {"main": torch.optim.SGD(model.parameters(), lr=0.0)}, StepState(0, 0, 1, 0))
+    kernels = {n for n, p in model.named_parameters() if n.startswith("encoders.img.") and p.dim() == 4}
+    assert len(kernels) == 3
+    for name, p in model.named_parameters():
+        factor = k["img"] if name in kernels else 1.0  # BatchNorm scales/shifts, the head and "vec" untouched
+        torch.testing.assert_close(p.grad, ref[name] * factor, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_real_step_ge_noise_on_conv_kernels_has_the_unmodulated_std() -> None:
+    method, model, batch, ref, k = _cnn_setup(noise=True)
+    method.training_step(model, batch, {"main": torch.optim.SGD(model.parameters(), lr=0.0)}, StepState(0, 0, 1, 0))
+    for name, p in model.named_parameters():
+        if name.startswith("encoders.img.") and p.dim() == 4 and p.numel() > 5000:  # a kernel big enough to measure
+            noise = p.grad - ref[name] * k["img"]
+            assert noise.std().item() == pytest.approx(ref[name].std().item(), rel=0.05), name
+            assert noise.std().item() > 1.5 * k["img"] * ref[name].std().item()  # not the modulated gradient's std
+        elif name.startswith("encoders.img.") and p.dim() < 4:
+            torch.testing.assert_close(p.grad, ref[name], rtol=1e-5, atol=1e-7, msg=name)  # no noise off the kernels

@@ -79,3 +79,19 @@ def test_a_modality_without_logits_is_not_reported():
     acc.update(torch.randn(3, 2), {"a": torch.randn(3, 2)}, labels)
     out = acc.compute("test")
     assert "test/acc/a" in out and "test/acc/b" not in out and "test/imbalance/score_ratio" not in out
+
+
+def test_per_modality_scores_and_the_dominant_modality_are_reported():
+    labels = torch.tensor([0, 1, 2, 0])
+    strong = torch.nn.functional.one_hot(labels, 3).float() * 5  # confident and right
+    weak = torch.zeros(4, 3)  # uniform: score 1/3
+    acc = EvalAccumulator(["a", "b"], 3)
+    acc.update(strong, {"a": weak, "b": strong}, labels)
+    out = acc.compute("val")
+    assert out["val/score/a"] == pytest.approx(1 / 3)
+    assert out["val/score/b"] == pytest.approx(true_class_score(strong, labels).item() / 4)
+    assert out["val/imbalance/score_ratio"] == pytest.approx(out["val/score/b"] / out["val/score/a"])
+    assert out["val/imbalance/dominant"] == "b"
+    flipped = EvalAccumulator(["a", "b"], 3)
+    flipped.update(strong, {"a": strong, "b": weak}, labels)
+    assert flipped.compute("val")["val/imbalance/dominant"] == "a"

@@ -59,6 +59,9 @@ def test_packed_trials_match_a_local_run(tmp_path):
     for t in trials:
         assert [r["epoch"] for r in t.history] == [1, 2]
         assert not any(k.startswith("_") or k in ("pid", "config", "checkpoint_path") for r in t.history for k in r)
+        # the trial process's own system metrics ride with its rows (W&B's monitor would watch the driver)
+        assert all(r["system/rss_gb"] > 0 and r["system/cpu_util"] >= 0 for r in t.history)
+        assert t.config["_meta"]["name"] == f"{t.config['_meta']['method']}-s{t.seed}"  # readable in Tune mode too
     # the same config trained in this process gives the very same numbers (deterministic CPU training)
     t0 = next(t for t in trials if t.config["method"] == "unimodal" and t.seed == 1)
     local = run_trial({k: v for k, v in t0.config.items() if k != "_meta"}, JsonlReporter(tmp_path / "local"))

@@ -18,7 +18,8 @@ from orchestrator.report import leaderboard_markdown, write_report
 from trainables.errors import ConfigError
 
 TEST_KEYS = ["test/acc", "test/f1", "test/acc/pix", "test/acc/fou", "test/imbalance/score_ratio",
-             "test/missing/pix/acc", "test/missing/fou/acc"]  # fmt: skip
+             "test/missing/pix/acc", "test/missing/fou/acc", "test/probe/acc/pix", "test/probe/acc/fou",
+             "test/shapley/pix", "test/shapley/fou"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +68,12 @@ def test_table_numbers_equal_a_hand_computation(sweep: Path, tmp_path: Path) -> 
     # the chosen joint config is the learning rate with the better mean validation accuracy
     chosen = rows["joint"]["config"]
     assert chosen == f"optim.lr={hand['joint']['lr']}" and rows["joint"]["n_configs"] == "2"
-    # weak modality = the lower joint per-modality test accuracy; the gain is the difference of means
-    weak = min(["pix", "fou"], key=lambda m: hand["joint"][f"test/acc/{m}"][0])
+    # weak modality = the lower joint linear-probe test accuracy (the per-modality headline); the gain is
+    # the difference of means
+    weak = min(["pix", "fou"], key=lambda m: hand["joint"][f"test/probe/acc/{m}"][0])
     assert rows["unimodal"]["weak_modality"] == weak
-    if f"test/acc/{weak}" in hand["unimodal"]:
-        gain = hand["unimodal"][f"test/acc/{weak}"][0] - hand["joint"][f"test/acc/{weak}"][0]
+    if f"test/probe/acc/{weak}" in hand["unimodal"]:
+        gain = hand["unimodal"][f"test/probe/acc/{weak}"][0] - hand["joint"][f"test/probe/acc/{weak}"][0]
         assert float(rows["unimodal"]["gain_weak_vs_joint"]) == pytest.approx(gain)
     else:  # unimodal(pix) has no accuracy on fou: no gain is made up
         gain = None
@@ -80,7 +82,7 @@ def test_table_numbers_equal_a_hand_computation(sweep: Path, tmp_path: Path) -> 
     md = files["markdown"].read_text()
     m, s = hand["joint"]["test/acc"]
     assert f"| {100 * m:.1f} ± {100 * s:.1f} |" in md
-    assert f"weak modality: {weak}" in md and f"Δ acc {weak} vs joint (pp)" in md
+    assert f"weak modality: {weak}" in md and f"Δ probe {weak} vs joint (pp)" in md
     assert gain is None or f"{100 * gain:+.1f}" in md
     assert md == leaderboard_markdown(sweep)  # the sweep's end-of-run leaderboard is the same text
 
@@ -202,5 +204,6 @@ def test_cli_writes_every_file(sweep: Path, tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert out.startswith("# Leaderboard: tiny")
     names = sorted(p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*") if p.is_file())
-    assert names == ["leaderboard.csv", "leaderboard.md", "plots/mfeat-imbalance.png", "plots/mfeat-missing.png",
-                     "plots/mfeat-val_acc.png", "report.html"]  # fmt: skip
+    assert names == ["configs.csv", "configs.md", "leaderboard.csv", "leaderboard.md", "leaderboard.tex",
+                     "plots/mfeat-imbalance.png", "plots/mfeat-missing.png", "plots/mfeat-val_acc.png",
+                     "report.html", "seeds.csv"]  # fmt: skip

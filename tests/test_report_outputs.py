@@ -177,7 +177,8 @@ def test_wandb_summary_run_offline(sweep: Path, wandb_env: Path, tmp_path: Path,
         "tiny-summary",
         "mmbal-test",
     )
-    assert run.run_id == "tiny-summary"  # stable: a later report resumes the same summary run
+    # stable within this results folder (a later report resumes it), unique to this sweep instance
+    assert run.run_id == f"tiny-{(sweep / 'instance_id').read_text().strip()}-summary"
     logged = {
         tuple(i.nested_key): json.loads(i.value_json) for r in recs if r.HasField("history") for i in r.history.item
     }

@@ -31,3 +31,21 @@ def test_gradients_are_averaged_identically_even_when_one_rank_lacks_one(tmp_pat
     assert got[0] == got[1]  # the ranks stay in lockstep
     assert got[0]["w"] == [-2.0] * 3 and got[0]["b"] == [-1.0] * 3
     assert got[0]["c_grad"] and got[0]["c"] == [0.0] * 3
+
+
+def _bn_worker(rank: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    rt = Runtime(torch.device("cpu"), rank, 2)
+    bn = torch.nn.BatchNorm1d(3, affine=False)
+    bn(torch.randn(8, 3) + 10.0 * rank)  # each rank's running statistics follow its own batches
+    rt.broadcast_buffers(bn)
+    with open(f"{out}.{rank}", "w") as fh:
+        json.dump({"mean": bn.running_mean.tolist(), "var": bn.running_var.tolist()}, fh)
+    dist.destroy_process_group()
+
+
+def test_buffers_are_rank_zeros_after_broadcast(tmp_path):
+    # without it each rank evaluated its shard with its own BatchNorm statistics, not the checkpoint's
+    mp.spawn(_bn_worker, args=(f"file://{tmp_path / 'pg'}", str(tmp_path / "out")), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    assert got[0] == got[1] and max(got[0]["mean"]) < 5.0  # rank 0's (inputs around 0, not 10)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 
 from orchestrator.results import ResultsWriter, iter_trials, read_jsonl
 from orchestrator.run import local as local_runner
@@ -91,6 +93,8 @@ def test_local_sweep_writes_the_results_contract_and_resumes(tmp_path, monkeypat
         assert t.summary["test/acc"] == t.history[-1]["test/acc"]
     assert trials[0].config_id == trials[1].config_id != trials[2].config_id  # seeds share a config id
     assert (sweep.results_dir / "sweep.yaml").exists()
+    machine = json.loads((sweep.results_dir / "machine.json").read_text())  # for `mmbal report --readme`
+    assert machine["torch"] == torch.__version__ and machine["cores"] == os.cpu_count()
     changed = parse_sweep(raw(tmp_path, epochs=3, methods={"joint": {}, "unimodal": {"params": {"modality": "pix"}}}))
     with pytest.raises(ConfigError, match="differs from the one in"):
         run_sweep(changed, resume=True)

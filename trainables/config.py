@@ -68,6 +68,13 @@ class EvalConfig:
     missing: bool = knob(True, "evaluate test accuracy for every non-empty subset of modalities")
     select_metric: str = knob("val/acc", "validation metric that picks the best epoch")
     select_mode: Literal["max", "min"] = knob("max", "whether larger or smaller select_metric is better")
+    protocol: bool = knob(True, "after training: linear probe per encoder and Shapley values (trainables/protocol.py)")
+
+
+@dataclass(frozen=True)
+class DDPConfig:
+    overlap: bool = knob(False, "average gradients while backward runs (bucketed async all-reduce); false: at the step")
+    bucket_mb: float = knob(25.0, "overlap: size of a gradient bucket, MiB", gt=0)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
+    ddp: DDPConfig = DDPConfig()
 
 
 @dataclass(frozen=True)

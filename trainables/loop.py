@@ -25,15 +25,18 @@ from trainables.data import DATASETS, DataBundle
 from trainables.divergence import first_nonfinite
 from trainables.errors import ConfigError, Diverged
 from trainables.evaluate import evaluate
+from trainables.health import chance_summary, warn_if_stuck
 from trainables.methods import METHODS
 from trainables.methods.base import BalancingMethod, Batch, EpochContext, MethodContext, StepState, StepStats
 from trainables.models.classifier import ModelSpec
 from trainables.models.output import MultimodalModel
 from trainables.optim import make_optimizer, make_scheduler
 from trainables.precision import autocast
+from trainables.protocol import SHAPLEY_SCHEME, common_protocol
 from trainables.reporting import Reporter
 from trainables.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from trainables.sampling import Drawn, EpochSampler
+from trainables.worker_seeds import EpochSeeded, loader_generator
 
 
 @dataclass
@@ -86,6 +89,16 @@ class Trial:
             return evaluate(self.method, self.model, loader, split, *args)
 
 
+# Model selection: ties in the selection metric (a saturated val/acc of 1.0, equal accuracies on a small
+# split) go to the lower validation loss, not to the earliest epoch, which would pick an undertrained state.
+TIE_BREAK = "val/loss"
+
+
+def selection_rule(metric: str, mode: str) -> dict[str, str]:
+    """How the best epoch was picked, as recorded in the summary (``selection``)."""
+    return {"metric": metric, "mode": mode, "tie_break": f"{TIE_BREAK} (min), then the earliest epoch"}
+
+
 @dataclass
 class BestState:
     """The best-validation epoch so far: its selection score, ``val/*`` metrics and weights."""
@@ -96,8 +109,14 @@ class BestState:
     model: dict[str, Any] | None = None
     method: dict[str, Any] | None = None
 
-    def improved_by(self, score: float, mode: str) -> bool:
-        return self.score is None or (score > self.score if mode == "max" else score < self.score)
+    def improved_by(self, score: float, mode: str, tie_break: float | None = None) -> bool:
+        """Whether an epoch with ``score`` (and ``tie_break`` = its ``val/loss``) beats the best so far."""
+        if self.score is None:
+            return True
+        if score != self.score:
+            return score > self.score if mode == "max" else score < self.score
+        held = self.metrics.get(TIE_BREAK)
+        return tie_break is not None and held is not None and tie_break < held
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -121,8 +140,9 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     encoders = {m: train_cfg.model.encoders.get(m, spec.encoder) for m, spec in data.modalities.items()}
     shapes = {m: s.shape for m, s in data.modalities.items()}
     spec = ModelSpec(shapes, encoders, train_cfg.model.feature_dim, train_cfg.model.fusion, data.num_classes)
+    all_reduce = runtime.all_reduce if runtime.world_size > 1 else None
     method_ctx = MethodContext(
-        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed
+        list(data.modalities), data.num_classes, train_cfg.epochs, runtime.device, train_cfg.seed, all_reduce
     )
     method = METHODS.get(train_cfg.method)(cfg.method_params, method_ctx)
     model = method.build_model(spec).to(runtime.device)
@@ -130,7 +150,7 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     runtime.broadcast_model(model)
     optimizers = method.configure_optimizers(model, lambda ps: make_optimizer(train_cfg.optim, ps))
     for optimizer in optimizers.values():
-        runtime.sync_gradients(optimizer)
+        runtime.sync_gradients(optimizer, train_cfg.ddp.overlap, train_cfg.ddp.bucket_mb)
     windows = {k: (0, train_cfg.epochs) for k in optimizers} | method.schedule_windows()
     schedulers = {k: make_scheduler(train_cfg.sched, o, max(windows[k][1], 1)) for k, o in optimizers.items()}
     loader = train_cfg.loader
@@ -142,15 +162,22 @@ def build_trial(cfg: Resolved, runtime: Runtime) -> Trial:
     )
     per_rank = len(data.train) // runtime.world_size
     train_loader = DataLoader(
-        Drawn(data.train),
+        Drawn(EpochSeeded(data.train, train_cfg.seed, sampler.shared_epoch)),  # draws by (seed, epoch, index)
         batch_size=loader.batch_size,
         sampler=sampler,
         drop_last=per_rank > loader.batch_size,
+        generator=loader_generator(train_cfg.seed),  # workers' base seeds: never from the global RNG
         **loader_kw,
     )
 
     def eval_loader(dataset: Any) -> DataLoader:
-        return DataLoader(_shard(dataset, runtime), batch_size=loader.eval_batch_size, shuffle=False, **loader_kw)
+        return DataLoader(
+            _shard(dataset, runtime),
+            batch_size=loader.eval_batch_size,
+            shuffle=False,
+            generator=loader_generator(train_cfg.seed),
+            **loader_kw,
+        )
 
     return Trial(
         cfg,
@@ -267,6 +294,8 @@ def run_trial(
         row: dict[str, Any] = {"epoch": epoch + 1}
         trial.train_loader.sampler.set_epoch(epoch)
         trial.train_loader.sampler.set_indices(None)  # statistics passes in on_epoch_start see every sample
+        if trial.method.restart_from_best(epoch) and best.model is not None:
+            _restart_from_best(trial, best)
         row.update(
             {f"train/{k}": v for k, v in trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch)).items()}
         )
@@ -276,6 +305,7 @@ def run_trial(
             {f"train/{k}": v for k, v in trial.method.on_epoch_end(trial.model, trial.epoch_context(epoch)).items()}
         )
         _step_schedulers(trial, row, epoch)
+        trial.runtime.broadcast_buffers(trial.model)  # every rank evaluates what the checkpoint holds
         row.update(trial.eval_split(trial.val_loader, "val"))
         row["time/epoch_s"] = time.perf_counter() - tic
         score = row.get(train_cfg.eval.select_metric)
@@ -288,7 +318,7 @@ def run_trial(
             history.append(row)
             reporter.report(row, None)
             raise Diverged(epoch + 1, *bad, summarize(cfg, trial.data, best, history, diverged=(epoch + 1, *bad)))
-        if best.improved_by(score, train_cfg.eval.select_mode):
+        if best.improved_by(score, train_cfg.eval.select_mode, row.get(TIE_BREAK)):
             best = BestState(
                 epoch + 1,
                 score,
@@ -300,9 +330,18 @@ def run_trial(
         if last:
             row.update(_test_of_best(trial, best))
         history.append(row)
+        if trial.runtime.is_main:
+            warn_if_stuck(history, trial.data.num_classes)
         save = last or (epoch + 1) % train_cfg.checkpoint.every == 0
         reporter.report(row, _state(trial, epoch + 1, best, history) if save else None)
     return summarize(cfg, trial.data, best, history)
+
+
+def _restart_from_best(trial: Trial, best: BestState) -> None:
+    """The method's ``restart_from_best`` hook: best-validation weights back, optimizer state cleared."""
+    trial.model.load_state_dict(best.model)
+    for optimizer in trial.optimizers.values():
+        optimizer.state.clear()
 
 
 def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
@@ -311,6 +350,8 @@ def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
     trial.model.load_state_dict(best.model)
     trial.method.load_state_dict(best.method)
     out = trial.eval_split(trial.test_loader, "test", missing=trial.cfg.train.eval.missing)
+    if trial.cfg.train.eval.protocol:  # probes and Shapley values, the same for every method
+        out.update(common_protocol(trial))
     out["best/epoch"] = best.epoch
     trial.model.load_state_dict(last_model)
     trial.method.load_state_dict(last_method)
@@ -332,8 +373,12 @@ def summarize(
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
         "best_epoch": best.epoch,
+        "selection": selection_rule(cfg.train.eval.select_metric, cfg.train.eval.select_mode),
         **best.metrics,
+        **chance_summary(history, best.epoch, data.num_classes),
         **test,
+        "eval/missing_scheme": METHODS.get(cfg.train.method).missing_scheme,
+        "eval/shapley_scheme": SHAPLEY_SCHEME if cfg.train.eval.protocol else None,
         "config": cfg.to_dict(),
         "data_info": data.info,
         "modalities": list(data.modalities),

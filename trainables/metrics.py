@@ -1,7 +1,9 @@
 """Metrics as pure functions, and an accumulator whose state is all-reducible under DDP.
 
 Names follow the schema ``split/metric[/modality]`` (see DESIGN.md): ``val/acc``, ``val/f1``,
-``val/acc/<m>``, ``val/imbalance/score_ratio``, ``val/imbalance/acc_gap``,
+``val/acc/<m>``, ``val/score/<m>`` (mean softmax probability of the true class through ``m``'s
+logits, OGM-GE's s_m per sample), ``val/imbalance/score_ratio``, ``val/imbalance/acc_gap``,
+``val/imbalance/dominant`` (the name of the modality with the highest score, so a flip shows),
 ``test/missing/<present modalities joined by +>/acc``.
 """
 
@@ -122,7 +124,7 @@ class EvalAccumulator:
         for t in self.tensors():
             all_reduce(t)
 
-    def compute(self, split: str) -> dict[str, float]:
+    def compute(self, split: str) -> dict[str, float | str]:
         self._on(torch.device("cpu"))  # one device-to-host read per split
         n = max(int(self.count.item()), 1)
         out = {
@@ -135,9 +137,12 @@ class EvalAccumulator:
         for m, a in accs.items():
             out[f"{split}/acc/{m}"] = a
         scores = {m: self.scores[i].item() for i, m in enumerate(self.modalities) if m in accs}
+        for m, sc in scores.items():
+            out[f"{split}/score/{m}"] = sc / n
         if len(accs) > 1:
             out[f"{split}/imbalance/score_ratio"] = score_ratio(scores)
             out[f"{split}/imbalance/acc_gap"] = acc_gap(accs)
+            out[f"{split}/imbalance/dominant"] = max(scores, key=lambda m: (scores[m], -self.modalities.index(m)))
         for s, cm in self.cm_missing.items():
             out[f"{split}/missing/{subset_key(s)}/acc"] = accuracy(cm)
         return out

@@ -30,11 +30,35 @@ class Reporter(Protocol):
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None: ...
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: Path, suffix: str = "") -> tuple[int, str]:
+    """A temporary file next to ``path`` for an atomic replace, with the permissions a plain ``open``
+    would give (``0o666`` minus the umask): ``mkstemp`` makes files 0600, which colleagues reading a
+    shared results folder cannot open."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temporary file and ``os.replace`` so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_beside(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
@@ -43,7 +67,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     torch.save(obj, tmp)
     os.replace(tmp, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    _hooked: set[int] = field(default_factory=set, repr=False)  # parameters an overlapped sync owns
+    grad_syncs: list = field(default_factory=list, repr=False)  # the overlapped syncs (their counters)
 
     @property
     def is_main(self) -> bool:
@@ -51,14 +53,22 @@ class Runtime:
             dist.all_reduce(t)
         return t
 
-    def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+    def sync_gradients(self, optimizer: torch.optim.Optimizer, overlap: bool = False, bucket_mb: float = 25.0) -> None:
         """Average gradients over ranks before every ``optimizer.step()``.
 
         Hooked on the optimizer rather than wrapping the model in DDP so that every method works
         unchanged, including those that take several backward passes or optimizer steps per batch
         (MLA, SAM-based MIE): whatever gradient a method built is averaged right before it is used.
+        With ``overlap`` the all-reduces start during backward instead
+        (:class:`trainables.grad_sync.OverlappedGradSync`), with the same result.
         """
         if self.world_size == 1:
+            return
+        if overlap:
+            from trainables.grad_sync import OverlappedGradSync
+
+            sync = OverlappedGradSync(optimizer, self.world_size, self.all_reduce, bucket_mb, self._hooked)
+            self.grad_syncs.append(sync)
             return
 
         def hook(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -71,6 +81,17 @@ class Runtime:
         if self.world_size == 1:
             return
         for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP's ``broadcast_buffers``.
+
+        Gradients are averaged but buffers are updated from each rank's own batches, so without this
+        each rank would evaluate its shard with other running statistics than the checkpoint (rank 0's).
+        """
+        if self.world_size == 1:
+            return
+        for t in model.buffers():
             dist.broadcast(t.data, src=0)
 
 
@@ -101,6 +122,35 @@ def average_gradients(params: list[torch.Tensor], all_reduce, world_size: int) -
             n = p.grad.numel()
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
+
+
+def sum_over_ranks(tensors: list[torch.Tensor], all_reduce=None) -> list[torch.Tensor]:
+    """Each tensor summed over DDP ranks, with one collective for all of them (new tensors).
+
+    ``all_reduce`` sums in place over ranks (``Runtime.all_reduce``); ``None`` (one process)
+    returns the tensors unchanged. They travel flattened in one buffer of the first one's dtype.
+    """
+    if all_reduce is None:
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(tensors[0].dtype) for t in tensors])
+    all_reduce(flat)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset : offset + t.numel()].view(t.shape).to(t.dtype))
+        offset += t.numel()
+    return out
+
+
+def pooled_mean(x: torch.Tensor, all_reduce=None) -> torch.Tensor:
+    """Mean over dim 0 of ``x`` pooled over the rows of every rank (each row counts once).
+
+    The same tensor on every rank; ``x.mean(0)`` itself on one process (``all_reduce`` ``None``).
+    """
+    if all_reduce is None:
+        return x.mean(0)
+    count = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+    total, count = sum_over_ranks([x.sum(0), count], all_reduce)
+    return total / count
 
 
 def pick_device(name: str) -> torch.device:

@@ -63,9 +63,12 @@ class EpochSampler(Sampler[Draw]):
         self.seed = seed
         self.epoch = 0
         self.indices: list[int] | None = None
+        # the epoch as DataLoader workers see it (they are forked once): trainables/worker_seeds.py
+        self.shared_epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.shared_epoch.fill_(epoch)
 
     def set_indices(self, indices: Sequence[int] | None) -> None:
         """The samples of the coming epoch (repeats allowed); ``None`` = every sample once."""

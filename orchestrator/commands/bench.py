@@ -4,12 +4,12 @@ Sections (``--only`` picks some; all by default, ``av`` only with ``--device cud
 
 * ``methods``: seconds per training epoch of each method, as a ratio against ``joint`` (below);
 * ``loader``: samples/s of the prepared layout over the per-sample path it was prepared from, same
-  DataLoader (:func:`orchestrator.loader_bench.loader_ratio`);
+  DataLoader (:func:`orchestrator.bench.loader.loader_ratio`);
 * ``step``: seconds per step of mmbal's training epoch over a plain PyTorch loop on the same model and
-  batches (:func:`orchestrator.throughput.step_ratio`);
+  batches (:func:`orchestrator.bench.throughput.step_ratio`);
 * ``av``: the ResNet-18 audio-visual trial on prepared data: samples/s of the trial, of the model alone
   on synthetic device tensors (the bound), their ratio, the data-wait fraction and peak memory
-  (:func:`orchestrator.throughput.av_bench`).
+  (:func:`orchestrator.bench.throughput.av_bench`).
 
 Every number is also printed as one ``section/name: value`` line (machine-readable). ``--small`` makes
 each section tiny so that a CPU run finishes in about a minute (what CI runs); the numbers then say
@@ -126,7 +126,7 @@ def _methods(args: argparse.Namespace, base: dict) -> None:
 
 
 def _loader(args: argparse.Namespace) -> None:
-    from orchestrator.loader_bench import loader_ratio
+    from orchestrator.bench.loader import loader_ratio
 
     workers = 2 if args.workers is None else args.workers
     with tempfile.TemporaryDirectory(prefix="mmbal-bench-loader-") as tmp:
@@ -141,7 +141,7 @@ def _loader(args: argparse.Namespace) -> None:
 
 
 def _step(args: argparse.Namespace, base: dict) -> None:
-    from orchestrator.throughput import step_ratio
+    from orchestrator.bench.throughput import step_ratio
 
     r = step_ratio({**base, "epochs": 1}, rounds=3 if args.small else 7)
     print(
@@ -153,7 +153,7 @@ def _step(args: argparse.Namespace, base: dict) -> None:
 
 
 def _av(args: argparse.Namespace, base: dict) -> None:
-    from orchestrator.throughput import av_bench
+    from orchestrator.bench.throughput import av_bench
 
     workers = 4 if args.workers is None else args.workers
     overrides = {k: v for k, v in base.items() if k in AV_KEYS}

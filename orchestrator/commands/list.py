@@ -34,6 +34,10 @@ def format_registry(registry: Registry, prefix: str) -> str:
         cls = registry.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
         lines.append(f"{name}: {doc.splitlines()[0] if doc else ''}")
+        if scheme := getattr(cls, "missing_scheme", None):  # methods only
+            from trainables.methods.base import MISSING_SCHEMES
+
+            lines.append(f"    missing modalities ({scheme}): {MISSING_SCHEMES.get(scheme, '?')}")
         for field, tp, default, meaning in describe(cls.Params):
             lines.append(f"    {prefix}{field} ({tp}, default {default!r}): {meaning}")
     return "\n".join(lines)

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, the rest resume"
     )
     p.add_argument("--dry-run", action="store_true", help="print the trials the sweep would run, and exit")
+    p.add_argument(
+        "--verbose", action="store_true", help="Tune's own tables and Ray's and the trials' log lines (default: off)"
+    )
     p.set_defaults(func=run)
 
 
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from trainables.errors import Interrupted
 
     try:
-        out = run_sweep(sweep, resume=args.resume, address=args.address)
+        out = run_sweep(sweep, resume=args.resume, address=args.address, verbose=args.verbose)
     except SweepInterrupted as exc:
         raise Interrupted(f"interrupted with {exc}; resume with: {resume_command(args)}") from None
     return 0 if all(s not in ("error", "diverged") for s in out["status"].values()) else 1

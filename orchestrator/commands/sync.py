@@ -51,4 +51,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     exe = shutil.which("wandb") or str(Path(sys.executable).parent / "wandb")
     print(f"uploading {len(runs)} W&B run(s) from {folder / 'wandb'}")
-    return subprocess.call([exe, "sync", *map(str, runs)])
+    rc = subprocess.call([exe, "sync", *map(str, runs)])
+    if rc == 0 and (folder / "trials").is_dir():  # uploaded: a saved workspace view of the group (optional extra)
+        from orchestrator.commands.report import sweep_project
+        from orchestrator.report.workspace import save_workspace
+
+        url = save_workspace(folder, sweep_project(folder), folder.resolve().name)
+        if url:
+            print(f"W&B workspace view: {url}")
+    return rc

@@ -3,7 +3,9 @@
 Owns the leaderboard as data (:mod:`~orchestrator.report.leaderboard`, read from the results folder
 only), how its numbers read (:mod:`~orchestrator.report.formatting`), the Markdown and CSV text
 (:mod:`~orchestrator.report.text`), the PNG plots (:mod:`~orchestrator.report.plots`), the
-self-contained HTML page (:mod:`~orchestrator.report.html_page`) and the W&B summary run
+self-contained HTML page (:mod:`~orchestrator.report.html_page`), the paired tests against joint
+(:mod:`~orchestrator.report.significance`), the LaTeX table (:mod:`~orchestrator.report.latex`), every
+configuration and every seed (:mod:`~orchestrator.report.details`) and the W&B summary run
 (:mod:`~orchestrator.report.summary_run`). :func:`write_report` writes them all; ``mmbal report``
 and the end-of-sweep leaderboard both come from here, so they always agree.
 """
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.report.details import config_rows, configs_markdown, seed_rows, to_csv
 from orchestrator.report.html_page import html_page
-from orchestrator.report.leaderboard import build_leaderboard
+from orchestrator.report.latex import latex_table
+from orchestrator.report.leaderboard import Leaderboard, build_leaderboard
+from orchestrator.report.significance import significance_markdown
 from orchestrator.report.text import csv_text, markdown
 from trainables.errors import ConfigError
 from trainables.reporting import atomic_write_text
@@ -21,13 +26,21 @@ from trainables.reporting import atomic_write_text
 
 def leaderboard_markdown(results_dir: str | Path, select_metric: str = "val/acc", select_mode: str = "max") -> str:
     """The leaderboard of a results folder as Markdown (what the sweep prints at its end)."""
-    return markdown(build_leaderboard(results_dir, select_metric, select_mode))
+    return leaderboard_text(build_leaderboard(results_dir, select_metric, select_mode))
+
+
+def leaderboard_text(lb: Leaderboard) -> str:
+    """The leaderboard tables, then each method's difference to joint with its paired p-value."""
+    sig = significance_markdown(lb)
+    return markdown(lb) + ("\n" + sig if sig else "")
 
 
 def write_report(
     results_dir: str | Path, out_dir: str | Path | None = None, select_metric: str = "val/acc", select_mode: str = "max"
 ) -> dict[str, Path]:
-    """Write leaderboard.md, leaderboard.csv, plots/*.png and report.html (last) into ``out_dir``.
+    """Write leaderboard.md (with the paired tests against joint), leaderboard.csv, leaderboard.tex,
+    configs.md/.csv (every configuration tried), seeds.csv (every trial), plots/*.png and report.html
+    (last) into ``out_dir``.
 
     Args:
         results_dir: the experiment folder.
@@ -53,8 +66,16 @@ def write_report(
     html_path = out / "report.html"
     html_path.unlink(missing_ok=True)  # the page appears only once everything it shows is written
     written: dict[str, Path] = {"markdown": out / "leaderboard.md", "csv": out / "leaderboard.csv"}
-    atomic_write_text(written["markdown"], markdown(lb))
+    atomic_write_text(written["markdown"], leaderboard_text(lb))
     atomic_write_text(written["csv"], csv_text(lb))
+    for kind, name, text in (
+        ("latex", "leaderboard.tex", latex_table(lb)),
+        ("configs", "configs.md", configs_markdown(lb)),
+        ("configs_csv", "configs.csv", to_csv(*config_rows(lb))),
+        ("seeds_csv", "seeds.csv", to_csv(*seed_rows(lb))),
+    ):
+        written[kind] = out / name
+        atomic_write_text(written[kind], text)
     plots: dict[str, dict[str, Path]] = {}  # dataset -> file stem -> PNG
     for board in lb.boards:
         for stem, fig in board_figures(board).items():

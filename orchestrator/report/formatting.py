@@ -10,12 +10,13 @@ import math
 from orchestrator.report.leaderboard import BASELINE, DatasetBoard, Entry, Leaderboard, Stat
 
 DASH = "–"
+FLAG = "⚠"  # a row with failed seeds (listed under the table, see report/flags.py)
 
 
 def is_fraction(key: str) -> bool:
     """Metrics shown in percent: accuracies and F1 (``acc_gap`` and ratios stay as they are)."""
     parts = key.split("/")
-    return "acc" in parts or "f1" in parts
+    return "acc" in parts or "f1" in parts or "shapley" in parts
 
 
 def fmt_stat(key: str, s: Stat) -> str:
@@ -37,6 +38,10 @@ def column_title(key: str) -> str:
         return "score ratio"
     if parts[1] == "missing":
         return f"only {parts[2]} %"
+    if parts[1] == "probe" and len(parts) == 4:
+        return f"probe {parts[3]} %"
+    if parts[1] == "shapley" and len(parts) == 3:
+        return f"Shapley {parts[2]} (pp)"
     if parts[1] == "acc" and len(parts) == 3:
         return f"acc {parts[2]} %"
     return key
@@ -46,12 +51,13 @@ def table(lb: Leaderboard, board: DatasetBoard) -> tuple[list[str], list[list[st
     """Header and formatted cells of one dataset's table (shared by Markdown and HTML)."""
     header = ["method", "config", "seeds", f"{lb.select_metric} (selects)", *map(column_title, board.columns)]
     if board.weak:
-        header.append(f"Δ acc {board.weak} vs {BASELINE} (pp)")
+        measure = "probe" if board.gain_metric == "test/probe/acc" else "acc"
+        header.append(f"Δ {measure} {board.weak} vs {BASELINE} (pp)")
     rows = []
     for e in board.entries:
         cfg = e.config_id if e.n_configs == 1 else f"{e.config_id}: {e.label} (best of {e.n_configs})"
         row = [
-            e.method,
+            f"{e.method} {FLAG}" if e.flags else e.method,
             cfg,
             str(len(e.trials)),
             fmt_stat(lb.select_metric, e.select),
@@ -82,13 +88,17 @@ def method_line(lb: Leaderboard) -> str:
     return (
         f"Per method, the configuration with the best mean {lb.select_metric} ({lb.select_mode}) over seeds; "
         "its test metrics as mean ± sample std (ddof=1) over seeds. "
-        "Columns 'only X': test accuracy with only modalities X present."
+        "Columns 'probe X': a linear probe on X's frozen encoder, one recipe for every method (compare these); "
+        "'acc X': the method's own head or slice for X; 'Shapley X': X's Shapley value on test accuracy "
+        "(absent modalities zeroed at the input for every method); "
+        "'only X': test accuracy with only modalities X present, through each method's own missing-modality scheme."
     )
 
 
 def board_title(board: DatasetBoard) -> str:
     if board.weak:
-        return f"{board.dataset} (weak modality: {board.weak}, lowest per-modality test accuracy under {BASELINE})"
+        measure = "linear-probe" if board.gain_metric == "test/probe/acc" else "per-modality"
+        return f"{board.dataset} (weak modality: {board.weak}, lowest {measure} test accuracy under {BASELINE})"
     return f"{board.dataset} (no {BASELINE} baseline in these results: no gain column)"
 
 
@@ -99,3 +109,8 @@ def missing_lines(lb: Leaderboard) -> list[str]:
         logged = f"{len(t.history)} of {epochs} epochs logged"
         out.append(f"{t.trial_id}: {t.method}, seed {t.seed}, {logged} (running, stopped or failed)")
     return out
+
+
+def flag_lines(board: DatasetBoard) -> list[str]:
+    """One line per failed seed of a dataset's rows: ``method seed 2: at chance: audio``."""
+    return [f"{e.method} seed {seed}: {'; '.join(reasons)}" for e in board.entries for seed, reasons in e.flags.items()]

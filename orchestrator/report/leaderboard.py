@@ -4,8 +4,11 @@ Input is only the results folder (:mod:`orchestrator.results`). Completed trials
 dataset, method and ``config_id`` (trials of one config differ only in their seed). Per method, the
 config with the best *mean over seeds* of the selection metric (a ``val/*`` key) wins; the test set
 never takes part in the choice. Its test metrics are reported as mean and sample standard deviation
-(ddof=1) over its seeds. The gain column compares every method with ``joint`` on the *weak*
-modality: the one with the lowest per-modality test accuracy of joint training's best config.
+(ddof=1) over its seeds. The per-modality headline is the linear-probe accuracy
+``test/probe/acc/<m>`` (the same recipe for every method, :mod:`trainables.protocol`); each method's
+own-head ``test/acc/<m>`` follows it. The gain column compares every method with ``joint`` on the
+*weak* modality: the one with the lowest per-modality headline accuracy of joint training's best
+config (the probe where joint's trials report it, else the own-head accuracy; the title says which).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report.diverged import diverged_trials
+from orchestrator.report.flags import seed_flags
 from orchestrator.results import NON_IDENTITY_KEYS, TrialRecord, iter_trials
 from trainables.errors import ConfigError
 
@@ -50,7 +54,8 @@ class Entry:
     metrics: dict[str, Stat]
     n_configs: int
     label: str = ""  # the hyperparameters that set this config apart from the method's other configs
-    gain: float | None = None  # mean test acc on the weak modality minus joint's, as a fraction
+    gain: float | None = None  # mean test (probe) acc on the weak modality minus joint's, as a fraction
+    flags: dict[int, list[str]] = field(default_factory=dict)  # seed -> why it failed (report/flags.py)
 
     @property
     def seeds(self) -> list[int]:
@@ -66,6 +71,7 @@ class DatasetBoard:
     entries: list[Entry]
     columns: list[str]
     weak: str | None = None
+    gain_metric: str = "test/acc"  # per-modality metric prefix the weak modality and the gain are read on
 
 
 @dataclass
@@ -149,9 +155,13 @@ def _pick(groups: dict[str, list[TrialRecord]], metric: str, mode: str) -> tuple
 
 
 def _columns(modalities: list[str], trials: list[TrialRecord]) -> list[str]:
-    """Test metric columns in reading order: fused, per modality, imbalance, missing subsets (small first)."""
-    cols = ["test/acc", "test/f1", *(f"test/acc/{m}" for m in modalities), "test/imbalance/score_ratio"]
-    missing = {k for t in trials for k in t.summary if k.startswith("test/missing/") and k.endswith("/acc")}
+    """Test metric columns in reading order: fused, per-modality probe (the headline) and own-head accuracy,
+    imbalance, Shapley values, missing subsets (small first). Protocol columns only where trials report them."""
+    have = {k for t in trials for k in t.summary}
+    probe = [k for m in modalities if (k := f"test/probe/acc/{m}") in have]
+    shap = [k for m in modalities if (k := f"test/shapley/{m}") in have]
+    cols = ["test/acc", "test/f1", *probe, *(f"test/acc/{m}" for m in modalities), "test/imbalance/score_ratio", *shap]
+    missing = {k for k in have if k.startswith("test/missing/") and k.endswith("/acc")}
     order = {m: i for i, m in enumerate(modalities)}
     subset = lambda k: k.split("/")[2].split("+")
     return cols + sorted(missing, key=lambda k: (len(subset(k)), [order.get(m, len(order)) for m in subset(k)], k))
@@ -178,16 +188,19 @@ def _board(dataset: str, trials: list[TrialRecord], metric: str, mode: str) -> D
                 {c: _stat(chosen, c) for c in columns},
                 len(groups),
                 _labels(groups)[cid] if len(groups) > 1 else "",
+                flags=seed_flags(chosen),
             )
         )
     board = DatasetBoard(dataset, modalities, entries, columns)
     base = next((e for e in entries if e.method == BASELINE), None)
-    per_mod = {m: base.metrics[f"test/acc/{m}"].mean for m in modalities} if base else {}
+    if base and all(f"test/probe/acc/{m}" in t.summary for t in base.trials for m in modalities):
+        board.gain_metric = "test/probe/acc"
+    per_mod = {m: base.metrics[f"{board.gain_metric}/{m}"].mean for m in modalities} if base else {}
     per_mod = {m: v for m, v in per_mod.items() if not math.isnan(v)}
     if per_mod:
         board.weak = min(per_mod, key=lambda m: (per_mod[m], m))
         for e in entries:
-            e.gain = e.metrics[f"test/acc/{board.weak}"].mean - per_mod[board.weak]
+            e.gain = e.metrics[f"{board.gain_metric}/{board.weak}"].mean - per_mod[board.weak]
     # best first on the selection metric: a leaderboard reads top-down
     entries.sort(key=lambda e: ((-1.0 if mode == "max" else 1.0) * e.select.mean, e.method))
     return board

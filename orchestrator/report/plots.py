@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -18,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from orchestrator.report.leaderboard import DatasetBoard, Entry
 from orchestrator.results import TrialRecord
+from trainables.reporting import temp_beside
 
 PERCENT_SCALE = 100.0
 PLOT_KINDS = ("val_acc", "imbalance", "missing")  # file stems end with -<kind>.png
@@ -49,12 +49,26 @@ def _colors(board: DatasetBoard) -> dict[str, str]:
     return {m: f"C{i % 10}" for i, m in enumerate(sorted(e.method for e in board.entries))}
 
 
+REFERENCE = "unimodal:"  # leaderboard rows of one modality trained alone: drawn as dashed references
+
+
+def reference_modality(entry: Entry) -> str | None:
+    """``pix`` for the row ``unimodal:pix`` (a modality trained alone), else None."""
+    return entry.method[len(REFERENCE) :] if entry.method.startswith(REFERENCE) else None
+
+
 def _curve(ax, entry: Entry, key: str, color: str, scale: float) -> bool:
     epochs, means, stds = epoch_series(entry.trials, key)
     if not epochs:
         return False
+    ref = reference_modality(entry)
     ax.plot(
-        epochs, [m * scale for m in means], color=color, label=entry.method, marker="o" if len(epochs) < 12 else None
+        epochs,
+        [m * scale for m in means],
+        color=color,
+        label=f"{ref} alone" if ref else entry.method,
+        linestyle="--" if ref else "-",
+        marker=None if ref or len(epochs) >= 12 else "o",
     )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     lo = [(m - s) * scale for m, s in zip(means, stds, strict=True)]
@@ -65,14 +79,20 @@ def _curve(ax, entry: Entry, key: str, color: str, scale: float) -> bool:
 
 
 def modality_curves(board: DatasetBoard) -> Figure:
-    """One panel for the fused model and one per modality: validation accuracy (%) over epochs, a line per method."""
+    """One panel for the fused model and one per modality: validation accuracy (%) over epochs, a line per method.
+
+    A modality trained alone (the ``unimodal:<m>`` rows) is a dashed reference line in its modality's
+    panel and in the fused panel: how far each method's branch is from what the modality reaches alone.
+    """
     panels = [("fused", "val/acc"), *((m, f"val/acc/{m}") for m in board.modalities)]
     fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     colors = _colors(board)
     for ax, (title, key) in zip(axes, panels, strict=True):
         for e in board.entries:
-            _curve(ax, e, key, colors[e.method], PERCENT_SCALE)
+            ref = reference_modality(e)
+            if ref is None or title in (ref, "fused"):
+                _curve(ax, e, key, colors[e.method], PERCENT_SCALE)
         ax.set_title(f"{title}{' (weak)' if title == board.weak else ''}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -133,7 +153,7 @@ def board_figures(board: DatasetBoard) -> dict[str, Figure]:
 def save_png(fig: Figure, path: Path) -> Path:
     """Save atomically (temporary file + rename) so a reader never sees half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = temp_beside(path, suffix=".png")  # the umask's permissions, not mkstemp's 0600
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110)

@@ -1,8 +1,21 @@
-"""The W&B summary run of a sweep: the leaderboard as a ``wandb.Table`` and the report plots as images.
+"""The W&B summary run of a sweep: native W&B charts, the leaderboard as a ``wandb.Table``, the report plots.
 
 It joins the sweep's group (the per-trial runs of :mod:`orchestrator.tracking` use the same group), so
-the dashboard shows the comparison next to the trial curves. Offline by default; ``wandb sync`` the
-printed folder to upload. W&B is a convenience here: any failure is one warning line, never an error.
+the dashboard shows the comparison next to the trial curves, and goes to the sweep's
+``tracking.project``. Its id carries the sweep instance (:func:`orchestrator.tracking.instance_id`):
+a later report of the same results folder continues it, another copy of the experiment gets its own.
+
+What it shows, with no panel set up by hand:
+
+- ``charts/<dataset>/val_acc/<fused|modality>``: line charts (``wandb.plot.line_series``), one per
+  modality and one for the fused model, a line per method: validation accuracy over epochs, mean over
+  the seeds of the method's chosen config (the same series as the report's PNG);
+- ``charts/<dataset>/imbalance``: the validation score ratio over epochs, a line per method;
+- ``leaderboard``: the leaderboard as a ``wandb.Table`` (the CSV's columns);
+- ``plots/<dataset>-<kind>``: the report's PNGs (with seed bands and unimodal references).
+
+Offline by default; ``mmbal sync`` (or ``wandb sync`` of the printed folder) uploads it. W&B is a
+convenience here: any failure is one warning line, never an error.
 """
 
 from __future__ import annotations
@@ -13,9 +26,33 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report import write_report
-from orchestrator.report.leaderboard import Leaderboard, build_leaderboard
+from orchestrator.report.leaderboard import DatasetBoard, Leaderboard, build_leaderboard
 from orchestrator.report.text import csv_rows
-from orchestrator.tracking import bounded_settings, run_id
+from orchestrator.tracking import bounded_settings, instance_id, run_id
+
+
+def line_series(board: DatasetBoard) -> dict[str, tuple[str, list[list[int]], list[list[float]], list[str]]]:
+    """Native line charts of one dataset: key -> (title, xs per method, ys per method, method names).
+
+    Each line is the mean over the seeds of a method's chosen config, as in the report's PNGs.
+    """
+    from orchestrator.report.plots import epoch_series  # matplotlib: only when a summary run is made
+
+    panels = [("fused", "val/acc"), *((m, f"val/acc/{m}") for m in board.modalities)]
+    panels.append(("imbalance", "val/imbalance/score_ratio"))
+    out = {}
+    for name, key in panels:
+        xs, ys, keys = [], [], []
+        for e in sorted(board.entries, key=lambda e: e.method):
+            epochs, means, _ = epoch_series(e.trials, key)
+            if epochs:
+                xs.append(epochs)
+                ys.append(means)
+                keys.append(e.method)
+        if keys:
+            chart = f"charts/{board.dataset}/" + ("imbalance" if name == "imbalance" else f"val_acc/{name}")
+            out[chart] = (f"{board.dataset}: {key} per method (mean over seeds)", xs, ys, keys)
+    return out
 
 
 def _table_data(lb: Leaderboard) -> tuple[list[str], list[list[Any]]]:
@@ -73,8 +110,10 @@ def log_summary_run(
             entity=entity,
             group=group,
             name=f"{group}-summary",
-            # one summary run per group: a later report resumes it and its latest table is the current one
-            id=run_id(group, "summary"),
+            # one summary run per sweep instance: a later report resumes it and its latest table is the
+            # current one; another copy of the same experiment name has its own instance id
+            id=run_id(f"{group}-{instance_id(results_dir)}", "summary"),
+            tags=["summary", group[:64]],
             resume="allow",
             job_type="summary",
             mode=mode,
@@ -88,6 +127,9 @@ def log_summary_run(
         payload.update(
             {f"plots/{k.split('/', 1)[1]}": wandb.Image(str(p)) for k, p in files.items() if k.startswith("plot/")}
         )
+        for b in lb.boards:
+            for key, (title, xs, ys, keys) in line_series(b).items():
+                payload[key] = wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title=title, xname="epoch")
         run.log(payload)
         for b in lb.boards:
             for e in b.entries:

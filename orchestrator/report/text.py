@@ -7,7 +7,7 @@ import io
 import math
 
 from orchestrator.report.diverged import diverged_markdown
-from orchestrator.report.formatting import board_title, method_line, missing_lines, status_line, table
+from orchestrator.report.formatting import FLAG, board_title, flag_lines, method_line, missing_lines, status_line, table
 from orchestrator.report.leaderboard import Leaderboard, Stat
 
 
@@ -30,6 +30,9 @@ def markdown(lb: Leaderboard) -> str:
         ]
         lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
         lines.append("")
+        if flagged := flag_lines(board):
+            lines += [f"{FLAG} Failed seeds, included in the means above:", ""]
+            lines += [f"- {line}" for line in flagged] + [""]
     if lb.missing:
         lines += [f"## Missing ({len(lb.missing)} trials without summary.json)", ""]
         lines += [f"- {line}" for line in missing_lines(lb)]
@@ -59,7 +62,7 @@ def csv_rows(lb: Leaderboard) -> tuple[list[str], list[list[object]]]:
         "select_std",
     ]
     header += [f"{m}/{part}" for m in metrics for part in ("mean", "std")]
-    header += ["weak_modality", "gain_weak_vs_joint"]
+    header += ["weak_modality", "gain_weak_vs_joint", "gain_metric", "flagged_seeds"]
     rows: list[list[object]] = []
     for b in lb.boards:
         for e in b.entries:
@@ -78,7 +81,8 @@ def csv_rows(lb: Leaderboard) -> tuple[list[str], list[list[object]]]:
             for m in metrics:
                 s = e.metrics.get(m, Stat(math.nan, math.nan, 0))
                 row += [_num(s.mean), _num(s.std)]
-            rows.append(row + [b.weak or "", _num(e.gain)])
+            flagged = ";".join(f"{seed}: {', '.join(r)}" for seed, r in e.flags.items())
+            rows.append(row + [b.weak or "", _num(e.gain), b.gain_metric if b.weak else "", flagged])
     return header, rows
 
 

@@ -17,12 +17,14 @@ import yaml
 
 from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
+from orchestrator.report.readme import write_machine
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
 from orchestrator.run.interrupt import SweepInterrupted, finished_trials
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
 from orchestrator.sweep.load import absolute_paths
+from orchestrator.sweep.naming import TrialNamer
 from orchestrator.tracking import make_tracker, resolve_mode
 from trainables.errors import ConfigError
 
@@ -53,12 +55,20 @@ def _same_sweep(stored: str, current: str) -> bool:
     return isinstance(old, dict) and canonical(absolute_paths(old)) == current
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None, verbose: bool = False) -> None:
+    """Start or join Ray; without ``verbose``, Ray's log lines and the trial processes' output stay off
+    the console (mmbal's progress table says what runs; a failed trial's traceback is in its error file)."""
+    import logging
+
     import ray  # only here: local sweeps never import Ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Tune warns on every state snapshot of short trials; the snapshots are what resume needs
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not verbose:
+        # Tune's new output engine prints its configuration box, the results path and a TensorBoard hint
+        # even at verbose=0; the legacy engine at verbose=0 prints nothing (mmbal's progress table instead)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():  # tests and notebooks bring their own
         return
     _probe(address)
@@ -68,7 +78,12 @@ def start_ray(address: str | None) -> None:
     if address is None and not os.environ.get("RAY_ADDRESS"):
         address = "local"
     try:
-        ray.init(address=address, include_dashboard=False if address == "local" else None, log_to_driver=True)
+        ray.init(
+            address=address,
+            include_dashboard=False if address == "local" else None,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(
             "--address", f"cannot join a Ray cluster at {address!r} ({exc}); start one with `ray start --head`"
@@ -93,8 +108,11 @@ def _probe(address: str | None) -> None:
         ) from None
 
 
-def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict[str, Any]:
+def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run every trial not finished yet and print the leaderboard.
+
+    ``packed``/``ddp`` print mmbal's progress table (:mod:`orchestrator.run.progress`); ``verbose``
+    brings back Tune's own output and Ray's and the trials' log lines.
 
     Returns:
         ``{"status": {trial_id: completed|stopped|error|diverged}, "wall_s": seconds}``.
@@ -102,25 +120,34 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     prepare_results(sweep, resume)
     tic = time.perf_counter()
     if sweep.keys.execution.mode != "local":
-        start_ray(address)  # before anything is written: a wrong --address leaves no folder behind
+        start_ray(address, verbose)  # before anything is written: a wrong --address leaves no folder behind
     with folder_lock(sweep.results_dir, "experiment"):  # one driver per results folder
         prepare_results(sweep, resume)  # again, under the lock: another driver may have started meanwhile
-        return _run_locked(sweep, resume, tic, address)
+        return _run_locked(sweep, resume, tic, address, verbose)
 
 
-def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None) -> dict[str, Any]:
+def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None, verbose: bool) -> dict[str, Any]:
     writer = ResultsWriter(
-        sweep.results_dir, sweep.experiment, make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir)
+        sweep.results_dir,
+        sweep.experiment,
+        make_tracker(sweep.tracking, sweep.experiment, sweep.results_dir),
+        namer=TrialNamer(sweep),
     )
     writer.write_sweep(canonical(sweep.raw))
+    write_machine(sweep.results_dir)  # what `mmbal report --readme` says the numbers were measured on
     total = len(sweep.trials) or sweep.keys.search.samples
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
         else:
-            from orchestrator.run.tuner import run_tune  # imports Ray: packed/ddp only
+            from functools import partial
 
-            status = run_tune(sweep, writer, resume, elastic=_joined(address))
+            from orchestrator.run.progress import sweep_progress
+            from orchestrator.run.tune_progress import TuneProgress  # imports Ray: packed/ddp only
+            from orchestrator.run.tuner import run_tune
+
+            progress = TuneProgress(partial(sweep_progress, sweep))
+            status = run_tune(sweep, writer, resume, elastic=_joined(address), callbacks=(progress,), verbose=verbose)
     except KeyboardInterrupt:
         raise SweepInterrupted(finished_trials(sweep.results_dir), total) from None
     finally:
@@ -131,7 +158,7 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None) -> 
     counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error", "diverged")}
     print(
         f"sweep {sweep.experiment}: {counts['completed']} completed, {counts['stopped']} stopped early, "
-        f"{counts['error']} failed, {counts['diverged']} diverged in {wall:.1f}s; results in {sweep.results_dir}"
+        f"{counts['error']} failed, {counts['diverged']} diverged in {wall:.1f}s\nresults: {sweep.results_dir}"
     )
     print_leaderboard(sweep)
     return {"status": status, "wall_s": wall}
@@ -155,3 +182,9 @@ def print_leaderboard(sweep: Sweep) -> None:
             entity=sweep.tracking.entity,
             timeout_s=sweep.tracking.timeout_s,
         )
+        if resolve_mode(sweep.tracking) == "online":  # offline runs get theirs from `mmbal sync`
+            from orchestrator.report.workspace import save_workspace
+
+            url = save_workspace(sweep.results_dir, sweep.tracking.project, sweep.experiment, sweep.tracking.entity)
+            if url:
+                print(f"W&B workspace view: {url}")

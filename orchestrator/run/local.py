@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 from orchestrator.results import ResultsWriter, summary_status
+from orchestrator.run.system import SystemStats
 from orchestrator.sweep import Sweep, TrialPlan
 from trainables.errors import ConfigError, DataError, Diverged
 from trainables.loop import run_trial
@@ -31,8 +32,10 @@ class _TrackedReporter(JsonlReporter):
     def __init__(self, writer: ResultsWriter, trial_id: str, keep: int) -> None:
         super().__init__(writer.path(trial_id), keep=keep)
         self.writer, self.trial_id = writer, trial_id
+        self.stats = SystemStats()
 
     def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
+        metrics = {**metrics, **self.stats.sample()}
         super().report(metrics, checkpoint)
         self.writer.tracker.log(self.trial_id, metrics)
 

@@ -28,7 +28,7 @@ from trainables.config import resolve
 from trainables.plugins import plugin_specs
 from trainables.reporting import atomic_write_text, dumps
 
-SCHEMA_SPLITS = ("train", "val", "test", "time", "best")
+SCHEMA_SPLITS = ("train", "val", "test", "time", "best", "system")
 
 
 def is_schema_key(key: str) -> bool:
@@ -181,7 +181,11 @@ def _nested_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_tuner(sweep: Sweep, writer: ResultsWriter, elastic: bool = False) -> tune.Tuner:
+def build_tuner(
+    sweep: Sweep, writer: ResultsWriter, elastic: bool = False, callbacks: tuple = (), verbose: bool = True
+) -> tune.Tuner:
+    """``elastic``: see :func:`max_concurrent`; ``callbacks`` come after the results writer's (mmbal's
+    progress table); ``verbose=False`` turns Tune's own console output off."""
     k = sweep.keys
     space, num_samples = param_space(sweep)
     return tune.Tuner(
@@ -201,7 +205,8 @@ def build_tuner(sweep: Sweep, writer: ResultsWriter, elastic: bool = False) -> t
         run_config=tune.RunConfig(
             name=k.experiment,
             storage_path=storage_path(sweep),
-            callbacks=[ResultsCallback(writer)],
+            callbacks=[ResultsCallback(writer), *callbacks],
+            verbose=None if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=k.execution.max_failures),
             # PBT copies other trials' checkpoints: keeping too few lets them vanish before the copy
             checkpoint_config=tune.CheckpointConfig(
@@ -215,23 +220,30 @@ def can_resume(sweep: Sweep) -> bool:
     return tune.Tuner.can_restore(experiment_path(sweep))
 
 
-def run_tune(sweep: Sweep, writer: ResultsWriter, resume: bool, elastic: bool = False) -> dict[str, str]:
+def run_tune(
+    sweep: Sweep,
+    writer: ResultsWriter,
+    resume: bool,
+    elastic: bool = False,
+    callbacks: tuple = (),
+    verbose: bool = True,
+) -> dict[str, str]:
     """Fit (or restore and finish) the Tune run; returns ``trial_id -> status`` from Tune.
 
     ``elastic``: Ray is a cluster joined with ``--address`` (it may grow), see :func:`max_concurrent`.
-    """
+    A restored run keeps the callbacks and verbosity it was started with (Tune stores them)."""
     cut = cut_tune_state(experiment_path(sweep)) if resume else None
     if cut is not None:  # a killed driver cut Tune's state mid-write: restart the unfinished trials
         sweep = restart_unfinished(sweep, writer, experiment_path(sweep), cut)
         if not sweep.trials and not sweep.spaces:
             return {}  # every trial had finished
-        tuner = build_tuner(sweep, writer, elastic)
+        tuner = build_tuner(sweep, writer, elastic, callbacks, verbose)
     elif resume and can_resume(sweep):
         tuner = tune.Tuner.restore(
             experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
         )
     else:
-        tuner = build_tuner(sweep, writer, elastic)
+        tuner = build_tuner(sweep, writer, elastic, callbacks, verbose)
     quiet_tune_hints()
     grid = tuner.fit()
     out = {}

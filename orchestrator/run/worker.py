@@ -24,12 +24,16 @@ def set_threads(n: float) -> None:
 
 
 def node_tagged(report_fn: Callable[..., None]) -> Callable[..., None]:
-    """``report_fn`` that also names the Ray node the trial runs on."""
+    """``report_fn`` that also names the Ray node the trial runs on and adds this process's
+    ``system/*`` metrics (:mod:`orchestrator.run.system`)."""
     import ray
 
+    from orchestrator.run.system import SystemStats
+
     node = ray.get_runtime_context().get_node_id()
+    stats = SystemStats()
 
     def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
-        report_fn({**metrics, NODE_KEY: node}, checkpoint=checkpoint)
+        report_fn({**metrics, **stats.sample(), NODE_KEY: node}, checkpoint=checkpoint)
 
     return report

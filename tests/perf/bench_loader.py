@@ -1,7 +1,7 @@
 """Samples/s of the prepared-data loader vs the per-sample OGM-GE path (JPEG decode + STFT per sample), same workers.
 
 Run: ``python tests/perf/bench_loader.py --clips 300 --workers 2`` (a measurement, not a test: pytest does
-not collect it). It calls :func:`orchestrator.loader_bench.loader_ratio`, which ``mmbal bench`` calls too:
+not collect it). It calls :func:`orchestrator.bench.loader.loader_ratio`, which ``mmbal bench`` calls too:
 a CREMA-D-sized set fabricated in the OGM-GE layout, ``mmbal prepare cremad --profile ogm_ge`` of it, and
 training epochs of both loaders timed alternately in this process.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from orchestrator.loader_bench import loader_ratio
+from orchestrator.bench.loader import loader_ratio
 
 
 def main() -> None:

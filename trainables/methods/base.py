@@ -51,6 +51,9 @@ class MethodContext:
         epochs: total number of training epochs of the trial.
         device: torch device the trial runs on.
         seed: trial seed.
+        all_reduce: sums a tensor over DDP ranks in place; ``None`` on one process. For statistics a
+            step builds from its batch that must be the same on every rank (MLA's and MIE's
+            projectors); see ``trainables.runtime.pooled_mean`` / ``sum_over_ranks``.
     """
 
     modalities: list[str]
@@ -58,6 +61,7 @@ class MethodContext:
     epochs: int
     device: torch.device
     seed: int = 0
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -165,6 +169,17 @@ class BalancingMethod:
         return [m for m in self.ctx.modalities if present is None or m in present]
 
     # --- hooks --------------------------------------------------------------------------------
+    def restart_from_best(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` starts a new stage of training from the best-validation model.
+
+        ``True``: before :meth:`on_epoch_start` of that epoch the loop puts the best-validation
+        weights (selected on ``eval.select_metric``, as for the test) back into the model and clears
+        every optimizer's state (momentum, Adam moments), as a fresh optimizer would start; the LR
+        schedules and the method's own state are kept. Nothing happens while no epoch has been
+        validated yet. Default ``False``. Keep it a pure function of ``epoch`` and the params.
+        """
+        return False
+
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         """Called before each training epoch (stage switches, statistics passes)."""
         return {}

@@ -76,6 +76,7 @@ from trainables.methods.base import (
 from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
+from trainables.runtime import pooled_mean
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ class MLA(BalancingMethod):
             loss.backward()
             if self.params.projection != "off":
                 with torch.autocast(device_type=self.P.device.type, enabled=False), torch.no_grad():
-                    self.P = update_projector(self.P, feats[m], alpha, self.params.normalize)
+                    r = pooled_mean(feats[m].detach().to(self.P.dtype), self.ctx.all_reduce)  # same P on all ranks
+                    self.P = update_projector(self.P, r[None], alpha, self.params.normalize)
                     g = model.head.weight.grad
                     model.head.weight.grad = project_gradient(g, self.P, self.params.projection)
                     stats[f"mla/proj/grad_ratio/{m}"] = norm_ratio(model.head.weight.grad, g)

@@ -35,13 +35,25 @@ class _FramePooled(nn.Module):
 
 @ENCODERS.register("mlp")
 class MLPEncoder(nn.Module):
-    """Two-layer perceptron on the flattened input."""
+    """Two-layer perceptron on the flattened input, standardised per feature first.
+
+    The input goes through a BatchNorm without affine parameters (batch statistics in training,
+    running statistics in evaluation), as the conv encoders normalise after each convolution:
+    without it, inputs of large magnitude (log-STFT of speech, ~1e2-1e3) blew the layers up in the
+    first SGD epoch and the modality then output a constant class for the rest of training.
+    """
 
     def __init__(self, shape: tuple[int, ...], feature_dim: int = 64, hidden: int = 128) -> None:
         super().__init__()
         self.out_dim = feature_dim
+        d = math.prod(shape)
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(math.prod(shape), hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU()
+            nn.Flatten(),
+            nn.BatchNorm1d(d, affine=False),
+            nn.Linear(d, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, feature_dim),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

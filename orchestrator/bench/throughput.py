@@ -162,7 +162,7 @@ class AVBench:
 def _prepared_cremad(
     root: Path, clips: int, frame_hw: tuple[int, int], size: int, workers: int, data: dict[str, Any]
 ) -> Path:
-    from orchestrator.loader_bench import fabricate_cremad_ogm
+    from orchestrator.bench.loader import fabricate_cremad_ogm
     from trainables.data import DATASETS
     from trainables.data.io.prepare import prepare
 

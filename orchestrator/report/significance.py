@@ -1,0 +1,109 @@
+"""Is a method's difference to ``joint`` more than seed noise? A paired t-test per metric, over seeds.
+
+Pairs are the seeds both configurations ran (each method's chosen config against joint's chosen
+config, the configs the leaderboard shows): seed ``s`` of a method and seed ``s`` of joint share the
+data split, the initialisation seed and the batch order, so their difference removes what the seed
+alone moves. The test is Student's paired t-test, two-sided (``scipy.stats.ttest_rel``), on the
+per-seed differences; ``n`` is the number of pairs, and no p-value is given below two pairs or when
+every difference is the same (zero variance).
+
+Why this test: with the 3 to 5 seeds a sweep runs, the Wilcoxon signed-rank test cannot reach
+p < 0.05 (its smallest two-sided p with 5 pairs is 0.0625, with 3 pairs 0.25), while the t-test
+can; its assumption (roughly normal differences) is the usual one for seed-to-seed variation. No
+correction for multiple comparisons is applied: the p-values are per metric and per method, read
+them as such. SciPy gives the t distribution (a dependency for that alone; it is the standard).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orchestrator.report.leaderboard import BASELINE, DatasetBoard, Entry, Leaderboard, _number
+
+LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A method minus joint on one metric, over the seeds both ran."""
+
+    n: int
+    diff: float  # mean of (method - joint) over the pairs
+    p: float | None  # two-sided p-value; None below two pairs or with zero variance
+
+    @property
+    def stars(self) -> str:
+        if self.p is None:
+            return ""
+        return next((s for level, s in LEVELS if self.p < level), "")
+
+
+def per_seed(entry: Entry, key: str) -> dict[int, float]:
+    """Seed -> the metric's value in that seed's summary (finite values only)."""
+    out = {}
+    for t in entry.trials:
+        x = _number(t.summary.get(key))
+        if x is not None:
+            out[t.seed] = x
+    return out
+
+
+def paired_test(a: dict[int, float], b: dict[int, float]) -> Paired:
+    """``a - b`` over the seeds in both; Student's paired t-test, two-sided."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    if not diffs:
+        return Paired(0, math.nan, None)
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2 or max(diffs) - min(diffs) <= 1e-12 * max(1.0, abs(mean)):
+        return Paired(len(diffs), mean, None)
+    from scipy import stats  # ~0.3 s to import: only when a report is written
+
+    res = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    return Paired(len(diffs), mean, float(res.pvalue))
+
+
+def against_joint(board: DatasetBoard) -> dict[str, dict[str, Paired]]:
+    """Per method (joint excluded) and per metric column: the paired test against joint's chosen config."""
+    base = next((e for e in board.entries if e.method == BASELINE), None)
+    if base is None:
+        return {}
+    return {
+        e.method: {c: paired_test(per_seed(e, c), per_seed(base, c)) for c in board.columns}
+        for e in board.entries
+        if e.method != BASELINE
+    }
+
+
+def _cell(key: str, t: Paired) -> str:
+    if t.n == 0:
+        return "–"
+    scale, unit = (100.0, " pp") if "acc" in key.split("/") or "f1" in key.split("/") else (1.0, "")
+    p = "p –" if t.p is None else f"p {t.p:.3f}" if t.p >= 0.001 else "p <0.001"
+    return f"{t.diff * scale:+.1f}{unit} ({p}){t.stars}"
+
+
+def significance_markdown(lb: Leaderboard) -> str:
+    """One Markdown table per dataset: each method minus joint per metric, with the paired p-value."""
+    from orchestrator.report.formatting import column_title
+
+    lines: list[str] = []
+    for board in lb.boards:
+        tests = against_joint(board)
+        if not tests:
+            continue
+        n = sorted({t.n for per in tests.values() for t in per.values() if t.n})
+        lines += [
+            f"## {board.dataset}: difference to {BASELINE}, paired t-test over seeds",
+            "",
+            f"Method minus {BASELINE} (chosen configs), mean over the seeds both ran ({'/'.join(map(str, n))} pairs); "
+            "two-sided paired t-test; * p<0.05, ** p<0.01, *** p<0.001; no multiple-comparison correction.",
+            "",
+            "| method | " + " | ".join(column_title(c) for c in board.columns) + " |",
+            "|---|" + "--:|" * len(board.columns),
+        ]
+        for method, per in tests.items():
+            lines.append(f"| {method} | " + " | ".join(_cell(c, per[c]) for c in board.columns) + " |")
+        lines.append("")
+    return "\n".join(lines)
