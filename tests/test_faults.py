@@ -97,6 +97,7 @@ def summary_written(tmp: Path, out: Path) -> None:
 
 def cli(argv: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TQDM_DISABLE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env["PYTHONWARNINGS"] = "ignore::RuntimeWarning"  # tiny runs may trip the stuck-modality warning; not a fault
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *argv], cwd=cwd, env=env, text=True, **kw)
 
 
