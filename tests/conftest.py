@@ -64,3 +64,19 @@ def interrupted_then_resumed(cfg: dict, tmp_path, stop_after: int) -> tuple[dict
     ]
     assert rows[0] == rows[1], "resumed run's epoch rows differ from the straight run's"
     return straight, resumed
+
+
+def without_batchnorm(model):
+    """``model`` with every BatchNorm replaced by identity (returned for chaining).
+
+    For unit tests of a method's math that compare against a hand computation done in another mode
+    or on another batch: a BatchNorm (the mlp encoder's input standardisation) normalises by the
+    batch in training mode and by running statistics in eval mode, which is not what they test.
+    """
+    import torch
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                setattr(module, name, torch.nn.Identity())
+    return model

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import without_batchnorm
 
 from trainables.errors import ConfigError
 from trainables.methods._flat_gradient import mixup
@@ -79,7 +80,7 @@ def _setup(**params):
     torch.manual_seed(0)
     spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
     method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
-    model = method.build_model(spec)
+    model = without_batchnorm(method.build_model(spec))
     x = {"a": torch.randn(32, 6), "b": torch.randn(32, 4)}
     return method, model, {"inputs": x, "label": torch.randint(0, 3, (32,)), "index": torch.arange(32)}
 
