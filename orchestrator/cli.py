@@ -15,7 +15,7 @@ import os
 import pkgutil
 import sys
 
-from trainables.errors import ConfigError, DataError
+from trainables.errors import ConfigError, DataError, Diverged, Interrupted
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"mmbal {args.command}: data error: {exc}", file=sys.stderr)
         return 1
+    except Diverged as exc:
+        print(f"mmbal {args.command}: diverged: {exc}; try a smaller optim.lr", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"mmbal {args.command}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"mmbal {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

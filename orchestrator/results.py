@@ -6,10 +6,11 @@ results/<experiment>/
   machine.json                    # the machine the sweep (re)started on (CPU, torch): report --readme
   trials/<trial_id>/config.json   # resolved trial config + "_meta": {trial_id, config_id, experiment, method}
   trials/<trial_id>/metrics.jsonl # one JSON row per epoch, schema keys (epoch, train/..., val/...)
-  trials/<trial_id>/summary.json  # written last and atomically, only when the trial completed
+  trials/<trial_id>/summary.json  # written last and atomically, when the trial completed or diverged
 ```
 
-A trial without ``summary.json`` did not finish (running, stopped early or failed). Trials that
+A trial without ``summary.json`` did not finish (running, stopped early or failed); one whose
+summary says ``status: diverged`` stopped at a non-finite loss and counts as failed, never in averages. Trials that
 share a ``config_id`` differ only in their seed: reports aggregate them (mean ± std over seeds).
 ``_meta.method`` is the trial's leaderboard row (``unimodal:pix`` for a method with a variant), so
 reading a results folder needs no method registry.
@@ -57,7 +58,12 @@ class TrialRecord:
 
     @property
     def completed(self) -> bool:
-        return self.summary is not None
+        """Trained to its last epoch (a diverged trial has a summary too, with ``status: diverged``)."""
+        return self.summary is not None and self.summary.get("status", "completed") == "completed"
+
+    @property
+    def diverged(self) -> bool:
+        return self.summary is not None and self.summary.get("status") == "diverged"
 
     @property
     def method(self) -> str:
@@ -105,6 +111,14 @@ def write_config(
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     write_json(path / "summary.json", summary)
+
+
+def summary_status(trial_path: Path) -> str | None:
+    """``completed`` or ``diverged`` from ``summary.json``; ``None`` while the trial has no summary."""
+    path = trial_path / "summary.json"
+    if not path.exists():
+        return None
+    return str(json.loads(path.read_text()).get("status", "completed"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -202,7 +216,7 @@ class ResultsWriter:
             fh.write(dumps(row) + "\n")
 
     def complete(self, trial_id: str, summary: dict[str, Any] | None = None) -> bool:
-        """The trial ended; ``summary.json`` is written only if it trained to its last epoch."""
+        """The trial ended; ``summary.json`` is written only if it trained to its last epoch or diverged."""
         summary = summary if summary is not None else self.pending.pop(trial_id, None)
         if summary is not None:
             write_summary(self.path(trial_id), summary)

@@ -39,7 +39,7 @@ class TrackingSpec:
     mode: Literal["auto", "offline", "online"] = knob(
         "auto", "auto: WANDB_MODE if set, else online with an API key, else offline"
     )
-    timeout_s: float = knob(15.0, "upper bound on W&B init/finish waits, so a sweep never hangs on the network")
+    timeout_s: float = knob(15.0, "upper bound on W&B init/finish waits, so a sweep never hangs on the network", gt=0)
 
 
 def resolve_mode(spec: TrackingSpec) -> str:

@@ -214,5 +214,5 @@ def test_resume_mid_run_restores_projector(tmp_path) -> None:
     }  # fmt: skip
     straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=1)  # also compares every epoch's row
     assert resumed == straight
-    last = torch.load(sorted((tmp_path / "cut" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    last = torch.load(sorted((tmp_path / "cut" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert not torch.equal(last["method"]["P"], torch.eye(64))

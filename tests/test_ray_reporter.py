@@ -55,7 +55,7 @@ def test_last_row_waits_for_the_summary_and_checkpoints_go_where_asked():
     assert [m["epoch"] for m, _ in sent] == [1, 2, 3]
     assert json.loads(sent[2][0][SUMMARY_KEY])["test/acc"] == 0.25
     assert sent[1][1] is None
-    state = torch.load(Path(sent[2][1].path) / STATE_FILE, weights_only=False)
+    state = torch.load(Path(sent[2][1].path) / STATE_FILE, weights_only=True)
     assert state == {"epoch": 3, "w": 3}
     other, sent_other = make(attach=False)  # a DDP rank other than 0: same rows, no checkpoints
     other.report({"epoch": 1}, {"epoch": 1})
@@ -101,6 +101,7 @@ def test_restoring_a_finished_state_resends_its_last_row(tmp_path):
     torch.save(
         {
             "epoch": 3,
+            "model": {},
             "history": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "test/acc": 0.5}],
             "config": {"optim": {"lr": 0.1}},
             "optimizers": {},
@@ -112,3 +113,28 @@ def test_restoring_a_finished_state_resends_its_last_row(tmp_path):
     assert rep.restore()["epoch"] == 3
     rep.finish({"status": "completed"})
     assert sent[0][0]["epoch"] == 3 and sent[0][0]["test/acc"] == 0.5 and SUMMARY_KEY in sent[0][0]
+
+
+def test_a_diverged_trial_sends_its_last_row_with_the_summary():
+    rep, sent = make(epochs=5)
+    rep.report({"epoch": 1, "train/loss": 1.0}, None)
+    rep.report({"epoch": 2, "train/loss": float("nan")}, None)
+    rep.finish({"status": "diverged", "diverged": {"epoch": 2}})
+    assert len(sent) == 3 and sent[-1][0]["epoch"] == 2
+    assert json.loads(sent[-1][0][SUMMARY_KEY])["status"] == "diverged"
+
+
+def test_a_pickle_in_ray_storage_is_refused_without_running(tmp_path):
+    import os
+
+    from trainables.errors import DataError
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    torch.save({"epoch": 1, "config": {}, "model": {}, "history": [], "x": Payload()}, tmp_path / STATE_FILE)
+    rep, _ = make(restore_from=FakeCheckpoint(str(tmp_path)))
+    with pytest.raises(DataError, match="state.pt: not a valid mmbal checkpoint"):
+        rep.restore()
+    assert not (tmp_path / "PWNED").exists()

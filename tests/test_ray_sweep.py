@@ -137,7 +137,7 @@ def test_ddp_trial_reports_all_reduced_metrics(tmp_path):
     last = trial.history[-1]
     # rebuild the trial in this process and evaluate the final (rank 0) weights on the *whole* val split
     ckpts = sorted((sweep.results_dir / "_ray" / "ddp-ddp" / trial.trial_id).glob("checkpoint_*/state.pt"))
-    states = [torch.load(c, map_location="cpu", weights_only=False) for c in ckpts]
+    states = [torch.load(c, map_location="cpu", weights_only=True) for c in ckpts]
     final = max(states, key=lambda s: s["epoch"])
     assert final["epoch"] == 2
     cfg = resolve({k: v for k, v in trial.config.items() if k != "_meta"})

@@ -28,3 +28,22 @@ class ConfigError(ValueError):
 
 class DataError(RuntimeError):
     """Bad data on disk: names the file (and row) that is wrong."""
+
+
+class Diverged(RuntimeError):
+    """A trial's training loss (or a parameter) stopped being finite; the trial ends as ``diverged``.
+
+    Args:
+        epoch: the 1-based epoch whose statistics were not finite.
+        metric: the first non-finite one (``train/loss``, or ``parameters``).
+        value: its value (``nan``, ``inf``).
+        summary: the trial's summary with ``status: diverged`` (what ``summary.json`` holds).
+    """
+
+    def __init__(self, epoch: int, metric: str, value: float, summary: dict | None = None) -> None:
+        self.epoch, self.metric, self.value, self.summary = epoch, metric, value, summary
+        super().__init__(f"{metric} is {value} at epoch {epoch}; the trial stopped (status: diverged)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line to print (what finished, how to resume); the CLI exits 130."""

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm  # progress bars; quiet when stdout is not a terminal
 from trainables.acceleration import DevicePrefetcher, prepare_model, to_memory_format
 from trainables.config import Resolved, resolve
 from trainables.data import DATASETS, DataBundle
-from trainables.errors import ConfigError
+from trainables.divergence import first_nonfinite
+from trainables.errors import ConfigError, Diverged
 from trainables.evaluate import evaluate
 from trainables.health import chance_summary, warn_if_stuck
 from trainables.methods import METHODS
@@ -313,6 +314,10 @@ def run_trial(
             raise ConfigError(
                 "eval.select_metric", f"{train_cfg.eval.select_metric!r} is not reported; reported: {reported}"
             )
+        if (bad := first_nonfinite(row, trial.model)) is not None:  # stop: no checkpoint, no test, no rerun
+            history.append(row)
+            reporter.report(row, None)
+            raise Diverged(epoch + 1, *bad, summarize(cfg, trial.data, best, history, diverged=(epoch + 1, *bad)))
         if best.improved_by(score, train_cfg.eval.select_mode, row.get(TIE_BREAK)):
             best = BestState(
                 epoch + 1,
@@ -353,11 +358,16 @@ def _test_of_best(trial: Trial, best: BestState) -> dict[str, Any]:
     return out
 
 
-def summarize(cfg: Resolved, data: DataBundle, best: BestState, history: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    cfg: Resolved, data: DataBundle, best: BestState, history: list[dict[str, Any]], diverged: tuple | None = None
+) -> dict[str, Any]:
+    """The trial's summary; ``diverged = (epoch, metric, value)`` marks a trial stopped by a non-finite loss."""
     final = history[-1]
     test = {k: v for k, v in final.items() if k.startswith("test/")}
+    stopped = {"diverged": dict(zip(("epoch", "metric", "value"), diverged, strict=True))} if diverged else {}
     return {
-        "status": "completed",
+        "status": "diverged" if diverged else "completed",
+        **stopped,
         "method": cfg.train.method,
         "dataset": cfg.train.dataset,
         "seed": cfg.train.seed,

@@ -62,10 +62,16 @@ def check_bounds(obj: Any, prefix: str = "") -> None:
     :func:`build_params` calls it on every params object it builds; a ``__post_init__`` may call it too,
     so that a params object built directly in code is checked as well.
     """
-    hints = _hints(type(obj))
-    for f in dataclasses.fields(obj):
+    _check_values(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
+
+
+def _check_values(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in values:
+            continue
         bounds = f.metadata.get("bounds") or {}
-        value = getattr(obj, f.name)
+        value = values[f.name]
         if not bounds or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if not all(_OPS[k][1](value, b) for k, b in bounds.items()):
@@ -83,6 +89,7 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=False))
 
 
+@functools.cache  # typing.get_type_hints evaluates every annotation string anew: 80% of validating a big sweep
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -135,8 +142,8 @@ def build_params(cls: type[P], values: dict[str, Any] | None, prefix: str = "") 
         else:
             kwargs[name] = _coerce(tp, value, key)
     try:
+        _check_values(cls, kwargs)  # ranges first (defaults are in range): __post_init__ would name another key
         obj = cls(**kwargs)
-        check_bounds(obj)
     except (ValueError, TypeError) as exc:  # ranges and __post_init__ cross-field checks
         if isinstance(exc, ConfigError):
             raise ConfigError(prefix + exc.key, exc.message) from None

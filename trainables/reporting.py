@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from trainables.errors import DataError
+
+# a trial state holds at least these keys (trainables.loop._state)
+STATE_KEYS = ("epoch", "config", "model", "history")
 
 
 class Reporter(Protocol):
@@ -66,6 +73,34 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A trial state saved by mmbal, read with ``weights_only=True``: tensors and plain containers only.
+
+    A checkpoint may come from a shared folder or bucket: a pickle that names any other object (code to
+    run) is refused, never executed. Anything that is not an mmbal trial state is a :class:`DataError`
+    naming the file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # arbitrary bytes fail in many ways (pickle, zip, struct, EOF, ...)
+        raise DataError(f"{path}: not a valid mmbal checkpoint ({_load_reason(exc)})") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DataError(f"{path}: not a valid mmbal checkpoint (no {', '.join(missing)} in it)")
+    return state
+
+
+def _load_reason(exc: BaseException) -> str:
+    text = str(exc)
+    named = re.search(r"GLOBAL (\S+)", text)
+    if "Weights only load failed" in text and named:
+        return f"it names GLOBAL {named.group(1)}, not only tensors and plain containers; refused, nothing ran"
+    if "WeightsUnpickler error:" in text:  # torch's long advice around a one-line cause
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"unreadable: {first[:160]}"
+
+
 def json_safe(value: Any) -> Any:
     """Plain JSON: NaN/inf become strings, tensors and numpy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -83,6 +118,27 @@ def dumps(obj: Any) -> str:
     return json.dumps(json_safe(obj), sort_keys=True)
 
 
+def newest_intact(ckpts: list[Path]) -> dict[str, Any] | None:
+    """The state of the newest checkpoint that loads; each one skipped is named on stderr.
+
+    Raises:
+        DataError: there are checkpoints but none of them loads.
+    """
+    errors = []
+    for path in reversed(ckpts):
+        try:
+            state = load_state(path)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        for line in errors:
+            print(f"mmbal: skipped a checkpoint: {line}; resuming from {path.name}", file=sys.stderr)
+        return state
+    if errors:
+        raise DataError(errors[0] + (f" (and {len(errors) - 1} older ones)" if len(errors) > 1 else ""))
+    return None
+
+
 class JsonlReporter:
     """Local reporter: ``OUT/metrics.jsonl`` (one line per epoch) and ``OUT/checkpoints/*.pt``.
 
@@ -95,17 +151,24 @@ class JsonlReporter:
         self.ckpt_dir = self.out / "checkpoints"
         self.metrics_path = self.out / "metrics.jsonl"
         self.keep = keep
+        self._latest: tuple[dict[str, Any] | None] | None = None
 
     def checkpoints(self) -> list[Path]:
         return sorted(self.ckpt_dir.glob("epoch_*.pt"))
 
+    def latest_state(self) -> dict[str, Any] | None:
+        """The newest intact checkpoint's state (read once); a corrupt newer one is skipped, and said so."""
+        if self._latest is None:
+            self._latest = (newest_intact(self.checkpoints()),)
+        return self._latest[0]
+
     def restore(self) -> dict[str, Any] | None:
-        ckpts = self.checkpoints()
-        if not ckpts:
+        state = self.latest_state()
+        self._latest = None  # a later restore (a retry) reads the disk again
+        if state is None:
             if self.metrics_path.exists():
                 self.metrics_path.unlink()  # lines without a checkpoint cannot be resumed from
             return None
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
         atomic_write_text(self.metrics_path, "".join(dumps(r) + "\n" for r in state["history"]))
         return state
 

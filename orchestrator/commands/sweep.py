@@ -7,6 +7,7 @@ holds absolute paths), so ``mmbal sweep --resume results/my_exp`` continues a sw
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--verbose", action="store_true", help="Tune's own tables and Ray's and the trials' log lines (default: off)"
     )
     p.set_defaults(func=run)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this sweep: same file, same --set and --plugin values, --resume."""
+    parts = ["mmbal", "sweep", args.sweep, *(a for o in args.overrides for a in ("--set", o))]
+    parts += [a for p in getattr(args, "plugins", None) or [] for a in ("--plugin", p)]
+    if args.address:
+        parts += ["--address", args.address]
+    return shlex.join([*parts, "--resume"])
 
 
 def sweep_file(arg: str) -> Path:
@@ -85,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{n} trials of experiment {sweep.experiment}; execution {ex.mode}; results in {sweep.results_dir}")
         return 0
     from orchestrator.run.driver import run_sweep
+    from orchestrator.run.interrupt import SweepInterrupted
+    from trainables.errors import Interrupted
 
-    out = run_sweep(sweep, resume=args.resume, address=args.address, verbose=args.verbose)
-    return 0 if all(s != "error" for s in out["status"].values()) else 1
+    try:
+        out = run_sweep(sweep, resume=args.resume, address=args.address, verbose=args.verbose)
+    except SweepInterrupted as exc:
+        raise Interrupted(f"interrupted with {exc}; resume with: {resume_command(args)}") from None
+    return 0 if all(s not in ("error", "diverged") for s in out["status"].values()) else 1

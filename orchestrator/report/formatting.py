@@ -74,12 +74,13 @@ def _gain(e: Entry) -> str:
 
 
 def status_line(lb: Leaderboard) -> str:
-    total = len(lb.completed) + len(lb.missing)
+    total = len(lb.completed) + len(lb.missing) + len(lb.diverged)
+    diverged = f" {len(lb.diverged)} diverged (listed below, not in the averages)." if lb.diverged else ""
     if not lb.missing:
-        return f"All {total} trials finished."
+        return f"All {total} trials finished.{diverged}"
     return (
         f"Partial: {len(lb.completed)} of {total} trials finished; "
-        f"{len(lb.missing)} without summary.json (listed below)."
+        f"{len(lb.missing)} without summary.json (listed below).{diverged}"
     )
 
 

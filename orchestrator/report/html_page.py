@@ -9,6 +9,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from orchestrator.report.diverged import diverged_lines
 from orchestrator.report.formatting import board_title, method_line, missing_lines, status_line, table
 from orchestrator.report.leaderboard import Leaderboard
 
@@ -56,6 +57,9 @@ def html_page(lb: Leaderboard, plots: dict[str, list[Path]]) -> str:
     if lb.missing:
         parts.append(f"<h2>Missing ({len(lb.missing)} trials without summary.json)</h2>")
         parts.append("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in missing_lines(lb)) + "</ul>")
+    if lb.diverged:
+        parts.append(f"<h2>Diverged ({len(lb.diverged)} trials, not in the averages)</h2>")
+        parts.append("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in diverged_lines(lb.diverged)) + "</ul>")
     title = f"<title>mmbal report: {escape(lb.experiment)}</title>"
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{title}'

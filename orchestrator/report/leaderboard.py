@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report.diverged import diverged_trials
 from orchestrator.report.flags import seed_flags
 from orchestrator.results import NON_IDENTITY_KEYS, TrialRecord, flatten, iter_trials
 from trainables.errors import ConfigError
@@ -83,6 +84,7 @@ class Leaderboard:
     boards: list[DatasetBoard]
     completed: list[TrialRecord]
     missing: list[TrialRecord] = field(default_factory=list)
+    diverged: list[TrialRecord] = field(default_factory=list)
 
     @property
     def experiment(self) -> str:
@@ -218,5 +220,11 @@ def build_leaderboard(results_dir: str | Path, select_metric: str = "val/acc", s
         by_ds.setdefault(str(t.summary.get("dataset") or t.config.get("dataset", "?")), []).append(t)
     boards = [_board(ds, ts, select_metric, select_mode) for ds, ts in sorted(by_ds.items())]
     return Leaderboard(
-        Path(results_dir), select_metric, select_mode, boards, done, [t for t in trials if not t.completed]
+        Path(results_dir),
+        select_metric,
+        select_mode,
+        boards,
+        done,
+        [t for t in trials if not t.completed and not t.diverged],
+        diverged_trials(trials),  # listed apart, never averaged in (orchestrator.report.diverged)
     )

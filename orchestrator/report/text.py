@@ -6,6 +6,7 @@ import csv
 import io
 import math
 
+from orchestrator.report.diverged import diverged_markdown
 from orchestrator.report.formatting import FLAG, board_title, flag_lines, method_line, missing_lines, status_line, table
 from orchestrator.report.leaderboard import Leaderboard, Stat
 
@@ -36,6 +37,7 @@ def markdown(lb: Leaderboard) -> str:
         lines += [f"## Missing ({len(lb.missing)} trials without summary.json)", ""]
         lines += [f"- {line}" for line in missing_lines(lb)]
         lines.append("")
+    lines += diverged_markdown(lb.diverged)
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     from ray.train.torch import get_device
 
     from orchestrator.run.reporter import RayReporter
+    from trainables.errors import Diverged
     from trainables.loop import run_trial
     from trainables.plugins import import_specs
     from trainables.runtime import Runtime
@@ -47,7 +48,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         epochs=int(trial["epochs"]),
         attach_checkpoint=rt.is_main,
     )
-    summary = run_trial(trial, reporter, runtime=rt)
+    try:
+        summary = run_trial(trial, reporter, runtime=rt)
+    except Diverged as exc:  # a finished trial with status diverged, not an error to retry
+        summary = exc.summary
     reporter.finish(summary)
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
+from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.readme import write_machine
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
+from orchestrator.run.interrupt import SweepInterrupted, finished_trials
 from orchestrator.run.local import run_local
 from orchestrator.sweep import Sweep, canonical
 from orchestrator.sweep.load import absolute_paths
@@ -113,12 +115,18 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
     brings back Tune's own output and Ray's and the trials' log lines.
 
     Returns:
-        ``{"status": {trial_id: completed|stopped|error}, "wall_s": seconds}``.
+        ``{"status": {trial_id: completed|stopped|error|diverged}, "wall_s": seconds}``.
     """
     prepare_results(sweep, resume)
     tic = time.perf_counter()
     if sweep.keys.execution.mode != "local":
         start_ray(address, verbose)  # before anything is written: a wrong --address leaves no folder behind
+    with folder_lock(sweep.results_dir, "experiment"):  # one driver per results folder
+        prepare_results(sweep, resume)  # again, under the lock: another driver may have started meanwhile
+        return _run_locked(sweep, resume, tic, address, verbose)
+
+
+def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None, verbose: bool) -> dict[str, Any]:
     writer = ResultsWriter(
         sweep.results_dir,
         sweep.experiment,
@@ -127,6 +135,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
     )
     writer.write_sweep(canonical(sweep.raw))
     write_machine(sweep.results_dir)  # what `mmbal report --readme` says the numbers were measured on
+    total = len(sweep.trials) or sweep.keys.search.samples
     try:
         if sweep.keys.execution.mode == "local":
             status = run_local(sweep, writer)
@@ -139,13 +148,17 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
 
             progress = TuneProgress(partial(sweep_progress, sweep))
             status = run_tune(sweep, writer, resume, elastic=_joined(address), callbacks=(progress,), verbose=verbose)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(finished_trials(sweep.results_dir), total) from None
     finally:
         writer.close()
+    if "interrupted" in status.values():  # Ctrl-C under Tune: fit() returned early
+        raise SweepInterrupted(finished_trials(sweep.results_dir), total)
     wall = time.perf_counter() - tic
-    counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error")}
+    counts = {s: sum(1 for v in status.values() if v == s) for s in ("completed", "stopped", "error", "diverged")}
     print(
         f"sweep {sweep.experiment}: {counts['completed']} completed, {counts['stopped']} stopped early, "
-        f"{counts['error']} failed in {wall:.1f}s\nresults: {sweep.results_dir}"  # a path: its own line
+        f"{counts['error']} failed, {counts['diverged']} diverged in {wall:.1f}s\nresults: {sweep.results_dir}"
     )
     print_leaderboard(sweep)
     return {"status": status, "wall_s": wall}

@@ -13,10 +13,10 @@ import time
 import traceback
 from typing import Any
 
-from orchestrator.results import ResultsWriter
+from orchestrator.results import ResultsWriter, summary_status
 from orchestrator.run.system import SystemStats
 from orchestrator.sweep import Sweep, TrialPlan
-from trainables.errors import ConfigError, DataError
+from trainables.errors import ConfigError, DataError, Diverged
 from trainables.loop import run_trial
 from trainables.reporting import JsonlReporter
 
@@ -41,7 +41,7 @@ class _TrackedReporter(JsonlReporter):
 
 
 def run_local(sweep: Sweep, writer: ResultsWriter) -> dict[str, str]:
-    """Run every trial not finished yet; returns ``trial_id -> completed|error``.
+    """Run every trial not finished yet; returns ``trial_id -> completed|diverged|error``.
 
     A trial that raises is retried up to ``execution.max_failures`` times from its last checkpoint,
     then recorded as an error; the sweep goes on. User mistakes (``ConfigError``) stop the sweep.
@@ -49,8 +49,9 @@ def run_local(sweep: Sweep, writer: ResultsWriter) -> dict[str, str]:
     status: dict[str, str] = {}
     for plan in sweep.trials:
         tid = local_trial_id(plan)
-        if (writer.path(tid) / "summary.json").exists():
-            status[tid] = "completed"
+        done = summary_status(writer.path(tid))
+        if done is not None:  # completed, or diverged (it would diverge again)
+            status[tid] = done
             continue
         status[tid] = _run_one(sweep, writer, plan, tid)
     return status
@@ -63,6 +64,10 @@ def _run_one(sweep: Sweep, writer: ResultsWriter, plan: TrialPlan, tid: str) -> 
         tic = time.perf_counter()
         try:
             summary = run_trial(plan.config, _TrackedReporter(writer, tid, plan.config["checkpoint"]["keep"]))
+        except Diverged as exc:
+            writer.complete(tid, exc.summary)
+            print(f"trial {tid}: {plan.label} seed {plan.config['seed']} diverged: {exc}", file=sys.stderr)
+            return "diverged"
         except (ConfigError, DataError, KeyboardInterrupt):
             writer.error(tid)
             raise

@@ -20,6 +20,7 @@ def packed_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     from orchestrator.run.reporter import RayReporter
+    from trainables.errors import Diverged
     from trainables.loop import run_trial
     from trainables.plugins import import_specs
 
@@ -33,5 +34,8 @@ def packed_trainable(config: dict[str, Any]) -> None:
         epochs=int(trial["epochs"]),
         optim=trial.get("optim"),
     )
-    summary = run_trial(trial, reporter)
+    try:
+        summary = run_trial(trial, reporter)
+    except Diverged as exc:  # a finished trial with status diverged, not an error to retry
+        summary = exc.summary
     reporter.finish(summary)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from orchestrator.results import SUMMARY_KEY
-from trainables.reporting import dumps
+from trainables.reporting import dumps, load_state
 
 STATE_FILE = "state.pt"
 
@@ -49,6 +49,7 @@ class RayReporter:
         self.optim = optim
         self.attach = attach_checkpoint
         self._held: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+        self._last: dict[str, Any] | None = None
 
     def restore(self) -> dict[str, Any] | None:
         ckpt = self.get_checkpoint()
@@ -56,7 +57,7 @@ class RayReporter:
             return None
         with ckpt.as_directory() as d:
             path = os.path.join(d, STATE_FILE)
-            state = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+            state = load_state(path) if os.path.exists(path) else None
         if state is not None and self.optim is not None:
             retarget_optim(state, self.optim)
         if state is not None and state["epoch"] >= self.epochs:
@@ -73,6 +74,8 @@ class RayReporter:
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Send the held last row with the summary attached."""
+        if self._held is None and summary.get("status") == "diverged" and self._last is not None:
+            self._held = (self._last, None)  # stopped before its last epoch: its last row goes out again
         if self._held is None:
             raise RuntimeError("run_trial returned without reporting its last epoch")
         metrics, checkpoint = self._held
@@ -80,6 +83,7 @@ class RayReporter:
         self._send({**metrics, SUMMARY_KEY: dumps(summary)}, checkpoint)
 
     def _send(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        self._last = dict(metrics)
         if checkpoint is None or not self.attach:
             self.report_fn(metrics)
             return

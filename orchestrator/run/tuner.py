@@ -16,9 +16,11 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.results import SUMMARY_KEY, ResultsWriter
+from orchestrator.results import SUMMARY_KEY, ResultsWriter, summary_status
 from orchestrator.run.ddp import ddp_trainable
+from orchestrator.run.interrupt import quiet_tune_hints, unfinished_trials
 from orchestrator.run.packed import packed_trainable
+from orchestrator.run.restore import cut_tune_state, restart_unfinished
 from orchestrator.run.worker import NODE_KEY
 from orchestrator.sweep import Sweep, method_label
 from orchestrator.sweep import space as ss
@@ -230,15 +232,25 @@ def run_tune(
 
     ``elastic``: Ray is a cluster joined with ``--address`` (it may grow), see :func:`max_concurrent`.
     A restored run keeps the callbacks and verbosity it was started with (Tune stores them)."""
-    if resume and can_resume(sweep):
+    cut = cut_tune_state(experiment_path(sweep)) if resume else None
+    if cut is not None:  # a killed driver cut Tune's state mid-write: restart the unfinished trials
+        sweep = restart_unfinished(sweep, writer, experiment_path(sweep), cut)
+        if not sweep.trials and not sweep.spaces:
+            return {}  # every trial had finished
+        tuner = build_tuner(sweep, writer, elastic, callbacks, verbose)
+    elif resume and can_resume(sweep):
         tuner = tune.Tuner.restore(
             experiment_path(sweep), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True
         )
     else:
         tuner = build_tuner(sweep, writer, elastic, callbacks, verbose)
+    quiet_tune_hints()
     grid = tuner.fit()
     out = {}
     for r in grid:
         tid = Path(r.path).name
-        out[tid] = "error" if r.error else "completed" if (writer.path(tid) / "summary.json").exists() else "stopped"
+        out[tid] = "error" if r.error else summary_status(writer.path(tid)) or "stopped"
+    out.update(dict.fromkeys(unfinished_trials(grid), "interrupted"))  # Ctrl-C: Tune returned early
+    expected = len(sweep.trials) or sweep.keys.search.samples
+    out.update({f"_not_started_{i}": "interrupted" for i in range(expected - len(out))})
     return out

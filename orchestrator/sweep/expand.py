@@ -6,6 +6,7 @@ here, before anything runs; errors point at the sweep key the user wrote.
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any
 
@@ -61,6 +62,20 @@ def expand_method(
             resolved = _check_trial(cfg, seed, label, entry, errors)
             if resolved is not None:
                 sweep.trials.append(TrialPlan(len(sweep.trials), label, resolved, method_label(resolved)))
+
+
+def count_trials(sweep: Sweep, tree: dict[str, Any]) -> int:
+    """How many trials the entry ``tree`` expands to, counted without expanding it (0 if its space is bad)."""
+    keys = sweep.keys
+    if keys.search.searcher in ("optuna", "hyperopt"):
+        return keys.search.samples
+    try:
+        dists = ss.find_dists(tree)
+    except ConfigError:
+        return 0  # expand_method reports it
+    grid = math.prod(len(d.values) for d in dists if d.is_grid)
+    draws = keys.search.samples if any(not d.is_grid for d in dists) else 1
+    return grid * draws * len(keys.seeds)
 
 
 def _corners(tree: dict[str, Any], dists: list[ss.Dist]) -> list[dict[str, Any]]:

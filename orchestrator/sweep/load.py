@@ -16,7 +16,7 @@ import yaml
 
 from orchestrator.sweep import space as ss
 from orchestrator.sweep.checks import check_combinations, check_pbt
-from orchestrator.sweep.expand import expand_method
+from orchestrator.sweep.expand import count_trials, expand_method
 from orchestrator.sweep.spec import SWEEP_KEYS, TOP_TRIAL_KEYS, TRIAL_KEYS, Sweep, SweepErrors, SweepKeys
 from orchestrator.tracking import TrackingSpec
 from trainables.config import apply_overrides
@@ -80,8 +80,20 @@ def parse_sweep(raw: dict[str, Any], source: str = "<sweep>") -> Sweep:
     sweep = Sweep(keys, tracking, raw, source)
     entries = _method_entries(raw.get("methods"), errors)
     check_combinations(keys, entries, errors)
-    for label, entry in entries.items():
-        expand_method(sweep, label, _deep_merge(base, entry), entry, errors)
+    trees = {label: _deep_merge(base, entry) for label, entry in entries.items()}
+    counts = {label: count_trials(sweep, tree) for label, tree in trees.items()}
+    if sum(counts.values()) > keys.search.max_trials:  # refuse before expanding: 10^6 configs would not fit
+        per = ", ".join(f"{label} {n}" for label, n in counts.items())
+        errors.append(
+            ConfigError(
+                "search.max_trials",
+                f"the sweep expands to {sum(counts.values())} trials ({per}), more than search.max_trials = "
+                f"{keys.search.max_trials}; shrink the grid or raise search.max_trials",
+            )
+        )
+        trees = {}
+    for label, tree in trees.items():
+        expand_method(sweep, label, tree, entries[label], errors)
     check_pbt(keys, sweep, errors)
     if errors:
         unique = list({e.line(): e for e in errors}.values())  # one line per problem, not per seed

@@ -26,15 +26,15 @@ class ExecutionSpec:
     mode: Literal["local", "packed", "ddp"] = knob(
         "packed", "local: in-process, no Ray; packed: Tune trials; ddp: Ray Train per trial"
     )
-    cpus_per_trial: float = knob(1.0, "packed: CPUs reserved per trial")
-    gpus_per_trial: float = knob(0.0, "packed: GPU fraction per trial (0.25 packs four trials on a GPU)")
-    num_workers: int = knob(2, "ddp: Ray Train workers per trial")
-    cpus_per_worker: float = knob(1.0, "ddp: CPUs per worker")
+    cpus_per_trial: float = knob(1.0, "packed: CPUs reserved per trial", ge=0)
+    gpus_per_trial: float = knob(0.0, "packed: GPU fraction per trial (0.25 packs four trials on a GPU)", ge=0)
+    num_workers: int = knob(2, "ddp: Ray Train workers per trial", ge=1)
+    cpus_per_worker: float = knob(1.0, "ddp: CPUs per worker", ge=0)
     use_gpu: bool = knob(False, "ddp: one GPU per worker (NCCL); false = CPU workers (gloo)")
     max_concurrent: int | None = knob(
-        None, "trials at once; default: as many as fit (ddp on a joined cluster: all, the autoscaler adds nodes)"
+        None, "trials at once; default: as many as fit (ddp on a joined cluster: all, the autoscaler adds nodes)", ge=1
     )
-    max_failures: int = knob(1, "retries of a failed trial (it resumes from its last checkpoint)")
+    max_failures: int = knob(1, "retries of a failed trial (it resumes from its last checkpoint)", ge=0)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -49,14 +49,14 @@ class ExecutionSpec:
 
 @dataclass(frozen=True)
 class AshaSpec:
-    grace_period: int = knob(1, "epochs every trial runs before it may be stopped")
-    reduction_factor: float = knob(2.0, "keep 1/reduction_factor of the trials at each rung")
+    grace_period: int = knob(1, "epochs every trial runs before it may be stopped", ge=1)
+    reduction_factor: float = knob(2.0, "keep 1/reduction_factor of the trials at each rung", gt=1)
 
 
 @dataclass(frozen=True)
 class PbtSpec:
-    perturbation_interval: int = knob(2, "epochs between exploit/explore steps")
-    quantile_fraction: float = knob(0.25, "bottom fraction that copies the top fraction")
+    perturbation_interval: int = knob(2, "epochs between exploit/explore steps", ge=1)
+    quantile_fraction: float = knob(0.25, "bottom fraction that copies the top fraction", gt=0, le=0.5)
     synch: bool = knob(
         True, "trials wait for each other at each perturbation (reproducible exploits); false = asynchronous"
     )
@@ -71,9 +71,12 @@ class SearchSpec:
         "grid", "grid/random: Tune's variant generator; optuna, hyperopt"
     )
     samples: int = knob(
-        1, "random draws per method (each crossed with the grid and the seeds); trials for optuna/hyperopt"
+        1, "random draws per method (each crossed with the grid and the seeds); trials for optuna/hyperopt", ge=1
     )
-    random_seed: int = knob(0, "seed of the random draws, so the trial list is reproducible")
+    random_seed: int = knob(0, "seed of the random draws, so the trial list is reproducible", ge=0)
+    max_trials: int = knob(
+        10000, "the most trials a sweep may expand to (counted before expanding; raise it on purpose)", ge=1
+    )
     scheduler: Literal["none", "asha", "pbt"] = knob("none", "none, asha (time attribute epoch) or pbt (packed only)")
     asha: AshaSpec = AshaSpec()
     pbt: PbtSpec = PbtSpec()

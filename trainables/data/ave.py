@@ -50,7 +50,7 @@ class AVEParams(RealDataParams):
     official_val: bool = knob(True, "use valSet.txt as the validation split (false: carve val_fraction of train)")
     audio_dir: str = knob("Audio-1004-SE", "spectrogram pickle folder under data_root")
     visual_dir: str = knob("Image-01-FPS-SE", "frame folders under data_root")
-    audio_frames: int = knob(1004, "spectrogram time frames after padding/cutting")
+    audio_frames: int = knob(1004, "spectrogram time frames after padding/cutting", ge=1)
 
 
 def _rows(path: Path, removed: dict[str, int], split: str) -> Iterator[Row | SampleError]:

@@ -72,14 +72,16 @@ class CremaDParams(RealDataParams):
     )
     audio_dir: str | None = knob(None, "audio folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folder under data_root; None = the profile's")
-    audio_seconds: float = knob(3.0, "ogm_ge: clip length after tiling, seconds")
-    audio_rate: int = knob(22050, "ogm_ge: resampling rate, Hz")
-    n_fft: int = knob(512, "ogm_ge: STFT size")
-    hop: int = knob(353, "ogm_ge: STFT hop")
+    audio_seconds: float = knob(3.0, "ogm_ge: clip length after tiling, seconds", gt=0)
+    audio_rate: int = knob(22050, "ogm_ge: resampling rate, Hz", ge=1)
+    n_fft: int = knob(512, "ogm_ge: STFT size", ge=2)
+    hop: int = knob(353, "ogm_ge: STFT hop", ge=1)
     stft_pad: Literal["constant", "reflect"] = knob(
         "constant", "ogm_ge: STFT end padding (librosa >= 0.10: constant; < 0.10: reflect)"
     )
-    audio_frames: int | None = knob(None, "mla/pmr: time frames after padding/cutting; None = 1024 (mla) / 1004 (pmr)")
+    audio_frames: int | None = knob(
+        None, "mla/pmr: time frames after padding/cutting; None = 1024 (mla) / 1004 (pmr)", ge=1
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,12 +115,12 @@ def _resolver(root: Path, profile: str, split: str, audio_dir: str, visual_dir: 
 class CremaDPrepareParams(VideoParams):
     """``mmbal prepare cremad``: what decides the stored bytes besides the frames."""
 
-    audio_rate: int = knob(22050, "log-STFT: resampling rate, Hz")
-    audio_seconds: float = knob(3.0, "log-STFT: clip length after tiling, seconds")
-    n_fft: int = knob(512, "log-STFT: STFT size")
-    hop: int = knob(353, "log-STFT: STFT hop")
+    audio_rate: int = knob(22050, "log-STFT: resampling rate, Hz", ge=1)
+    audio_seconds: float = knob(3.0, "log-STFT: clip length after tiling, seconds", gt=0)
+    n_fft: int = knob(512, "log-STFT: STFT size", ge=2)
+    hop: int = knob(353, "log-STFT: STFT hop", ge=1)
     test_fraction: float = knob(0.1, "without OGM-GE's lists: test share of each class", gt=0, lt=1)
-    split_seed: int = knob(0, "without OGM-GE's lists: seed of that split")
+    split_seed: int = knob(0, "without OGM-GE's lists: seed of that split", ge=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -73,9 +73,9 @@ class KineticsSoundsParams(RealDataParams):
     list_file: str | None = knob(None, "list file under data_root ({split} = train/test); None = the profile's")
     audio_dir: str | None = knob(None, "fbank .npy folder under data_root; None = the profile's")
     visual_dir: str | None = knob(None, "frame folders under data_root; None = the profile's")
-    num_classes: int = knob(NUM_CLASSES, "number of classes (labels are indices 0..num_classes-1)")
-    audio_frames: int = knob(1024, "fbank time frames after padding/cutting")
-    mel_bins: int = knob(128, "fbank mel bins (checked against the files)")
+    num_classes: int = knob(NUM_CLASSES, "number of classes (labels are indices 0..num_classes-1)", ge=2)
+    audio_frames: int = knob(1024, "fbank time frames after padding/cutting", ge=1)
+    mel_bins: int = knob(128, "fbank mel bins (checked against the files)", ge=1)
 
 
 @dataclass(frozen=True)

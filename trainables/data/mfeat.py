@@ -37,10 +37,12 @@ ASSET_SHA256 = "46753a6e6675983fab92a0e514b1ac0aea7e581b939d77acd53837699faeedad
 @dataclass(frozen=True)
 class MFeatParams:
     modalities: list[str] = knob(["pix", "fou"], f"views used as modalities, any of {', '.join(VIEWS)}")
-    train_per_class: int = knob(50, "training samples per class (small, so the fused model is not at the ceiling)")
-    val_per_class: int = knob(50, "validation samples per class (model selection)")
-    test_per_class: int = knob(100, "test samples per class (200 - train - val at most)")
-    split_seed: int = knob(0, "seed of the stratified split; fixed so that trial seeds vary only training")
+    train_per_class: int = knob(
+        50, "training samples per class (small, so the fused model is not at the ceiling)", ge=1
+    )
+    val_per_class: int = knob(50, "validation samples per class (model selection)", ge=1)
+    test_per_class: int = knob(100, "test samples per class (200 - train - val at most)", ge=1)
+    split_seed: int = knob(0, "seed of the stratified split; fixed so that trial seeds vary only training", ge=0)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modalities if m not in VIEWS]

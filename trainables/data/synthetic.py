@@ -27,17 +27,17 @@ from trainables.params import knob
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    num_classes: int = knob(4, "number of classes")
-    train_per_class: int = knob(100, "training samples per class")
-    val_per_class: int = knob(50, "validation samples per class")
-    test_per_class: int = knob(100, "test samples per class")
-    informative_fast: float = knob(0.95, "fraction of samples whose fast input carries the true class")
-    informative_slow: float = knob(1.0, "fraction of samples whose slow input carries the true class")
-    fast_dim: int = knob(16, "fast modality: vector size")
-    fast_signal: float = knob(3.0, "fast modality: prototype norm (noise std is 1)")
-    slow_size: int = knob(10, "slow modality: image side")
-    slow_signal: float = knob(3.0, "slow modality: pattern amplitude (noise std is 1)")
-    data_seed: int = knob(0, "seed of the generator (prototypes, patterns, samples)")
+    num_classes: int = knob(4, "number of classes", ge=2)
+    train_per_class: int = knob(100, "training samples per class", ge=1)
+    val_per_class: int = knob(50, "validation samples per class", ge=1)
+    test_per_class: int = knob(100, "test samples per class", ge=1)
+    informative_fast: float = knob(0.95, "fraction of samples whose fast input carries the true class", ge=0, le=1)
+    informative_slow: float = knob(1.0, "fraction of samples whose slow input carries the true class", ge=0, le=1)
+    fast_dim: int = knob(16, "fast modality: vector size", ge=1)
+    fast_signal: float = knob(3.0, "fast modality: prototype norm (noise std is 1)", ge=0)
+    slow_size: int = knob(10, "slow modality: image side", ge=1)
+    slow_signal: float = knob(3.0, "slow modality: pattern amplitude (noise std is 1)", ge=0)
+    data_seed: int = knob(0, "seed of the generator (prototypes, patterns, samples)", ge=0)
 
     def __post_init__(self) -> None:
         for key in ("informative_fast", "informative_slow"):

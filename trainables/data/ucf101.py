@@ -47,11 +47,11 @@ class UCF101Params(RealDataParams):
     profile: Literal["dimml", "prepared"] = knob(
         "dimml", "dimml: the layout below; prepared: `mmbal prepare ucf101` output"
     )
-    split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)")
+    split: int = knob(1, "official split 1, 2 or 3 (trainlist0K / testlist0K)", ge=1, le=3)
     test_list: str | None = knob(
         None, "test list file under data_root; None = testlist0K.txt (DI-MML ships testlist001.txt)"
     )
-    flow_frames: int = knob(10, "consecutive optical-flow frames per sample")
+    flow_frames: int = knob(10, "consecutive optical-flow frames per sample", ge=1)
     rgb_dir: str = knob("jpegs_256", "RGB frame folders under data_root")
     flow_dir: str = knob("tvl1_flow", "flow folders under data_root (with u/ and v/)")
 

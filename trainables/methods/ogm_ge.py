@@ -59,7 +59,7 @@ class OGMGEParams:
     alpha: float = knob(0.8, "modulation strength alpha in k = 1 - tanh(alpha * rho) (CREMA-D README value)", ge=0)
     noise: bool = knob(True, "add Gaussian noise N(0, std(g)^2) to modulated gradients (OGM-GE); false = plain OGM")
     modulation_start: int = knob(0, "first epoch (0-based, inclusive) with modulation", ge=0)
-    modulation_end: int = knob(50, "last epoch (0-based, inclusive) with modulation")
+    modulation_end: int = knob(50, "last epoch (0-based, inclusive) with modulation", ge=0)
     modulate: Literal["conv", "all"] = knob(
         "conv", "conv: encoder conv kernels (MLP encoders: weight matrices); all: every weight tensor"
     )

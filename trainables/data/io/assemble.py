@@ -23,11 +23,13 @@ from trainables.params import knob
 class RealDataParams:
     """Common ``data.*`` keys; ``None`` means "the profile's reference value"."""
 
-    image_size: int = knob(224, "side of the square frames fed to the visual encoder (e.g. 64 for CPU debugging)")
-    num_frames: int | None = knob(None, "frames per clip; None = the profile's reference value")
+    image_size: int = knob(224, "side of the square frames fed to the visual encoder (e.g. 64 for CPU debugging)", ge=1)
+    num_frames: int | None = knob(None, "frames per clip; None = the profile's reference value", ge=1)
     augment: bool = knob(True, "training: RandomResizedCrop + horizontal flip (the references' train transform)")
-    val_fraction: float = knob(0.1, "fraction of each training class carved out as the validation split")
-    val_seed: int = knob(0, "seed of the stratified validation carve (fixed so that trial seeds vary only training)")
+    val_fraction: float = knob(0.1, "fraction of each training class carved out as the validation split", gt=0, lt=1)
+    val_seed: int = knob(
+        0, "seed of the stratified validation carve (fixed so that trial seeds vary only training)", ge=0
+    )
     on_error: Literal["raise", "skip"] = knob("raise", "bad sample: stop with its file and row, or skip it (counted)")
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ def read_rows(path: Path, split: Callable[[str], list[str]], min_fields: int) ->
     The file is read as UTF-8 with an optional BOM (Windows-made CSVs carry one).
 
     Raises:
-        DataError: the list file itself is missing or not UTF-8 text.
+        DataError: the list file itself is missing, empty or not UTF-8 text.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -71,6 +71,8 @@ def read_rows(path: Path, split: Callable[[str], list[str]], min_fields: int) ->
         raise DataError(f"{path}: list file not found") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: cannot read list file ({exc})") from None
+    if not text.strip():
+        raise DataError(f"{path}: list file is empty (expected one sample per line)")
     for i, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
