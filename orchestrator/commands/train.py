@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.cli import add_command, add_overrides
-from orchestrator.lock import LOCK_NAME, folder_lock
+from orchestrator.run.lock import LOCK_NAME, folder_lock
 from trainables.errors import ConfigError, DataError, Diverged
 
 if TYPE_CHECKING:

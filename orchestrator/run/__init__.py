@@ -8,4 +8,5 @@
   trainables (``packed_trainable``, ``ddp_trainable``), side by side; what both trial processes
   do first is in :mod:`~orchestrator.run.worker`.
 - :mod:`~orchestrator.run.reporter`: the trial's reporter under Ray (checkpoints through Ray).
+- :mod:`~orchestrator.run.lock`: one process per run or results folder (``mmbal train --out`` too).
 """

@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from orchestrator.lock import folder_lock
 from orchestrator.report import leaderboard_markdown
 from orchestrator.report.readme import write_machine
 from orchestrator.report.summary_run import log_summary_run
 from orchestrator.results import ResultsWriter
 from orchestrator.run.interrupt import SweepInterrupted, finished_trials
 from orchestrator.run.local import run_local
+from orchestrator.run.lock import folder_lock
 from orchestrator.sweep import Sweep, canonical
 from orchestrator.sweep.load import absolute_paths
 from orchestrator.sweep.naming import TrialNamer
