@@ -16,7 +16,6 @@ from trainables.methods.valuation import (
     ALL,
     Valuation,
     ValuationParams,
-    coalitions,
     copies_for,
     keep_masks,
     resample,
@@ -24,12 +23,13 @@ from trainables.methods.valuation import (
 )
 from trainables.models.classifier import ModelSpec
 from trainables.reporting import JsonlReporter
+from trainables.shapley import subsets
 
 
 def test_two_modality_shapley_is_the_official_contribution() -> None:
     cases = list(itertools.product([False, True], repeat=3))  # (a right, b right, fused right)
     a, b, ab = (torch.tensor([c[k] for c in cases]) for k in range(3))
-    phi = shapley_values({(0,): a, (1,): b, (0, 1): ab}, 2)
+    phi = shapley_values({frozenset({0}): a, frozenset({1}): b, frozenset({0, 1}): ab}, 2)
     for row, (ra, rb, rab) in zip(phi.tolist(), cases, strict=True):
         va, vb, vall = float(ra), float(rb), 2.0 * rab  # official: 1 per right unimodal, 2 for fused
         assert row == pytest.approx([(va + vall - vb) / 2, (vb + vall - va) / 2])
@@ -37,9 +37,9 @@ def test_two_modality_shapley_is_the_official_contribution() -> None:
 
 def test_shapley_is_efficient_for_three_modalities() -> None:
     g = torch.Generator().manual_seed(0)
-    correct = {s: torch.rand(50, generator=g) > 0.5 for s in coalitions(3)}
+    correct = {s: torch.rand(50, generator=g) > 0.5 for s in subsets(range(3), empty=False)}
     phi = shapley_values(correct, 3)
-    torch.testing.assert_close(phi.sum(1), 3 * correct[(0, 1, 2)].float())  # sum = v(all) - v(empty)
+    torch.testing.assert_close(phi.sum(1), 3 * correct[frozenset({0, 1, 2})].float())  # sum = v(all) - v(empty)
 
 
 def test_copy_buckets_are_the_official_ones() -> None:

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from trainables.probe import PROBE_L2, fit_logistic, probe_accuracy, shapley, standardise
+from trainables.probe import PROBE_L2, fit_logistic, probe_accuracy, standardise
+from trainables.shapley import shapley
 
 
 def _blobs(n: int, d: int, k: int, sep: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,10 +24,6 @@ subsets ``S`` without ``m``; exact, they sum to ``v(all) - v(empty)``.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from itertools import combinations
-
 import torch
 
 PROBE_L2 = 1e-3
@@ -75,19 +71,3 @@ def probe_accuracy(
     tr, te = standardise(train_x.double().cpu(), test_x.double().cpu())
     w, b = fit_logistic(tr, train_y, num_classes)
     return (te @ w + b).argmax(1).eq(test_y.long().cpu()).double().mean().item()
-
-
-def shapley(modalities: Sequence[str], value: Callable[[frozenset[str]], float]) -> dict[str, float]:
-    """Exact Shapley value of each modality for the set function ``value`` (called once per subset)."""
-    mods = list(modalities)
-    n = len(mods)
-    cache = {frozenset(s): value(frozenset(s)) for r in range(n + 1) for s in combinations(mods, r)}
-    out = {}
-    for m in mods:
-        rest = [x for x in mods if x != m]
-        phi = 0.0
-        for r in range(n):
-            weight = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
-            phi += sum(weight * (cache[frozenset(s) | {m}] - cache[frozenset(s)]) for s in combinations(rest, r))
-        out[m] = phi
-    return out

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from trainables.metrics import modality_subsets
 from trainables.models.classifier import mask_inputs
-from trainables.probe import probe_accuracy, shapley
+from trainables.probe import probe_accuracy
+from trainables.shapley import shapley
 from trainables.worker_seeds import EpochSeeded, loader_generator
 
 SHAPLEY_SCHEME = "zero-input"

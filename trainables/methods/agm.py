@@ -45,8 +45,6 @@ Under DDP each rank takes its coefficients from its own batch and keeps its own 
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +66,7 @@ from trainables.methods.base import (
 from trainables.models.classifier import mask_inputs
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
+from trainables.shapley import shapley, subsets
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,8 @@ def subset_outputs(
     training = model.training
     model.eval()
     try:
-        for k in range(len(modalities)):
-            for subset in itertools.combinations(modalities, k):
-                out[frozenset(subset)] = model(mask_inputs(inputs, subset)).logits
+        for subset in subsets(modalities)[:-1]:  # every proper subset
+            out[subset] = model(mask_inputs(inputs, subset)).logits
     finally:
         model.train(training)
     return out
@@ -106,19 +104,8 @@ def subset_outputs(
 
 def shapley_responses(outputs: dict[frozenset[str], torch.Tensor], modalities: list[str]) -> dict[str, torch.Tensor]:
     """``phi_m``: Shapley value of m on the subset outputs plus ``f(empty) / N`` (so they sum to ``f(all)``)."""
-    n = len(modalities)
-    empty = outputs[frozenset()]
-    phi = {}
-    for m in modalities:
-        others = [o for o in modalities if o != m]
-        total = empty / n
-        for k in range(n):
-            weight = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
-            for subset in itertools.combinations(others, k):
-                s = frozenset(subset)
-                total = total + weight * (outputs[s | {m}] - outputs[s])
-        phi[m] = total
-    return phi
+    empty = outputs[frozenset()] / len(modalities)
+    return {m: empty + phi for m, phi in shapley(modalities, outputs.__getitem__).items()}
 
 
 def response_scores(phi: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,6 @@ split over ranks and all-reduced, so every rank re-samples the same list.
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +68,7 @@ from trainables.methods.base import (
 )
 from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
+from trainables.shapley import shapley, subsets
 
 ALL = -1  # tag of a draw in which every modality is present
 
@@ -83,30 +82,19 @@ class ValuationParams:
 
 
 # --- math ------------------------------------------------------------------------------------
-def coalitions(num_modalities: int) -> list[tuple[int, ...]]:
-    """Every non-empty subset of ``range(num_modalities)``, smallest first."""
-    idx = range(num_modalities)
-    return [s for k in range(1, num_modalities + 1) for s in itertools.combinations(idx, k)]
-
-
-def shapley_values(correct: dict[tuple[int, ...], torch.Tensor], num_modalities: int) -> torch.Tensor:
+def shapley_values(correct: dict[frozenset[int], torch.Tensor], num_modalities: int) -> torch.Tensor:
     """``[B, M]`` Shapley values with ``v(S) = |S| * correct_S`` (``v(empty) = 0``).
 
     Args:
-        correct: coalition (sorted modality positions) -> ``[B]`` bool, whether its prediction is right.
+        correct: non-empty coalition (modality positions) -> ``[B]`` bool, whether its prediction is right.
     """
-    m_count = num_modalities
     some = next(iter(correct.values()))
-    value = {(): torch.zeros_like(some, dtype=torch.float32)}
-    value.update({s: len(s) * c.float() for s, c in correct.items()})
-    out = torch.zeros(some.shape[0], m_count, device=some.device)
-    for m in range(m_count):
-        for s in value:
-            if m in s:
-                continue
-            weight = math.factorial(len(s)) * math.factorial(m_count - len(s) - 1) / math.factorial(m_count)
-            out[:, m] += weight * (value[tuple(sorted((*s, m)))] - value[s])
-    return out
+
+    def value(s: frozenset[int]) -> torch.Tensor:
+        return len(s) * correct[s].float() if s else torch.zeros(some.shape, device=some.device)
+
+    phi = shapley(range(num_modalities), value)
+    return torch.stack([phi[m] for m in range(num_modalities)], dim=1)
 
 
 def copies_for(contribution: torch.Tensor) -> torch.Tensor:
@@ -195,7 +183,7 @@ class Valuation(BalancingMethod):
             batch = ctx.to_device(raw)
             feats = model.encode(batch["inputs"])
             correct = {}
-            for s in coalitions(m_count):
+            for s in subsets(range(m_count), empty=False):
                 kept = {m: f if i in s else torch.zeros_like(f) for i, (m, f) in enumerate(feats.items())}
                 correct[s] = model.head(kept)[0].argmax(1) == batch["label"]
             out[batch["index"].to(ctx.device)] = shapley_values(correct, m_count)
