@@ -13,9 +13,10 @@ from conftest import tiny_config
 
 from trainables.loop import run_trial
 from trainables.methods.base import MethodContext, StepState
-from trainables.methods.gblending import GBlending, GBlendingParams, blend_weights, holdout_split
+from trainables.methods.gblending import GBlending, GBlendingParams, blend_weights
 from trainables.models.classifier import ModelSpec
 from trainables.reporting import JsonlReporter
+from trainables.sampling import holdout_split
 
 SPEC = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
 F = torch.nn.functional

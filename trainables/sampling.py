@@ -95,3 +95,14 @@ class EpochSampler(Sampler[Draw]):
         while len(order) < total:  # pad with the first samples so every rank gets as many batches
             order += order[: total - len(order)]
         return iter(order[self.rank : total : self.world_size])
+
+
+def holdout_split(num_samples: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, held_out)`` positions in the train split: a seeded random ``fraction`` held out (at least one).
+
+    For methods that estimate something on a held-out part of train (never on val or test) and give
+    the rest to ``train_indices``.
+    """
+    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = max(1, round(fraction * num_samples))
+    return sorted(order[cut:]), sorted(order[:cut])

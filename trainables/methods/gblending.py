@@ -54,6 +54,7 @@ from trainables.methods.mmpareto import MMParetoModel
 from trainables.models.classifier import ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
+from trainables.sampling import holdout_split
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,6 @@ def blend_weights(prev: torch.Tensor, now: torch.Tensor, old: torch.Tensor) -> t
     over = (now[1] - now[0]) - (prev[1] - prev[0])
     raw = gain.clamp_min(0) / over.pow(2).clamp_min(1e-8)
     return torch.where(raw.sum() > 0, raw / raw.sum().clamp_min(1e-30), old)
-
-
-def holdout_split(num_samples: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """``(train, held_out)`` positions in the train split: a seeded random ``fraction`` held out."""
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed)).tolist()
-    cut = max(1, round(fraction * num_samples))
-    return sorted(order[cut:]), sorted(order[:cut])
 
 
 @register_method("gblending")

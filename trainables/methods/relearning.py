@@ -51,6 +51,8 @@ from trainables.methods.base import EpochContext, MethodContext, register_method
 from trainables.methods.joint import Joint
 from trainables.models.output import MultimodalModel
 from trainables.params import check_bounds, knob
+from trainables.protocol import gather_features
+from trainables.sampling import holdout_split
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,7 @@ class Relearning(Joint):
 
     def split(self, num_samples: int) -> tuple[list[int], list[int]]:
         """``(train, held_out)`` positions in the train split: a seeded random ``holdout_fraction``."""
-        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(self.ctx.seed)).tolist()
-        cut = max(1, round(self.params.holdout_fraction * num_samples))
-        return sorted(order[cut:]), sorted(order[:cut])
+        return holdout_split(num_samples, self.params.holdout_fraction, self.ctx.seed)
 
     def train_indices(self, epoch: int, num_samples: int) -> list[int] | None:
         return self.split(num_samples)[0]
@@ -171,18 +171,10 @@ class Relearning(Joint):
         """Encoder features (eval mode) and labels of the given training samples, the same on every rank."""
         was_training = model.training
         model.eval()
-        slot = {i: n for n, i in enumerate(indices)}
-        feats: dict[str, torch.Tensor] = {}
-        labels = torch.zeros(len(indices), device=ctx.device)
-        for raw in ctx.train_subset(indices):
-            batch = ctx.to_device(raw)
-            rows = torch.tensor([slot[int(i)] for i in batch["index"]], device=ctx.device)
-            for m, f in model.encode(batch["inputs"]).items():
-                feats.setdefault(m, torch.zeros(len(indices), f.shape[1], device=ctx.device))[rows] = f.float()
-            labels[rows] = batch["label"].float()
+        size = len(ctx.train_loader.dataset)
+        feats, labels = gather_features(model, ctx.train_subset(indices), size, ctx.to_device, ctx.all_reduce)
         model.train(was_training)
-        feats = {m: ctx.all_reduce(f).cpu() for m, f in feats.items()}
-        return feats, ctx.all_reduce(labels).cpu().long()
+        return {m: f.float() for m, f in feats.items()}, labels
 
     def state_dict(self) -> dict[str, Any]:
         return {"initial": self.initial, "reinits": self.reinits}
