@@ -1,7 +1,7 @@
 """MBSD: per-sample self-distillation from the more confident modality to the less confident one.
 
-BalanceBenchmark (Xu, Cui, Huang, Wang, Hu, "BalanceBenchmark: A Survey for Multimodal Imbalance
-Learning", arXiv 2502.10816) lists MBSD among its "objective" methods and cites it as [Liu et al., 2023]
+BalanceBenchmark ("BalanceBenchmark: A Survey for Multimodal Imbalance Learning", arXiv 2502.10816,
+GeWu-Lab/BalanceBenchmark) lists MBSD among its "objective" methods and cites it as [Liu et al., 2023]
 (two modalities, CV and NLP, imbalance indicator "performance score"); its port is
 ``balancemm/trainer/MBSD_trainer.py`` (defaults in ``configs/trainer_config.yaml``: modulation_starts 0,
 modulation_ends 80 with 30 epochs, i.e. every epoch). **The original paper could not be identified here**
@@ -16,9 +16,9 @@ BalanceMM's ``unimodal_result``), ``p_m = softmax(z_m)``, and inside the epoch w
 
 * ``w_i = |p_a(y_i) - p_b(y_i)|`` -- the gap between the two modalities' true-class confidences -- when
   at least one of the two predicts ``y_i`` (argmax), else 0; a sample weight, no gradient;
-* the *teacher* of sample i is the modality with the higher true-class confidence (``s``), the other is
-  the student (``w``); ``KL_i = KL(p_s || p_w) = sum_c p_s,c (log p_s,c - log p_w,c)``;
-* ``MSE_i = (1/C) sum_c (p_s,c - p_w,c)^2``;
+* the *teacher* ``t`` of sample i is the modality with the higher true-class confidence, the other is
+  the student ``s``; ``KL_i = KL(p_t || p_s) = sum_c p_t,c (log p_t,c - log p_s,c)``;
+* ``MSE_i = (1/C) sum_c (p_t,c - p_s,c)^2``;
 * with ``detach_teacher`` (default) the teacher's prediction is a constant in both terms, so only the
   student modality (its encoder and head slice) is pulled towards the teacher.
 
@@ -27,20 +27,23 @@ pairs, averaged (the port has a two- and a three-modality branch; the three-moda
 three pairs, which this generalises). ``kl_weight`` / ``mse_weight`` default to 1 (the port has no
 coefficients).
 
-Differences from BalanceMM's port (not copied): its ``F.kl_div(ps, pw)`` is fed the two *true-class
-probabilities* as scalars per sample, with ``ps`` in the place where torch expects log-probabilities, so it
-computes ``pw (log pw - ps)`` -- neither a KL between the two predictions nor non-negative; here it is the
-KL between the full class distributions, teacher first. Its weights are built in a Python loop over the
-batch (a host sync per sample); here vectorised. Its ``w`` is assembled by in-place assignment of values
-that carry gradient, so the loss also back-propagates through the weight (pushing the confidence gap
-itself down); here ``w`` is a constant. Its two-modality branch takes the MSE between *logits*, its
-three-modality branch between *probabilities*; here probabilities always: logit scales differ between
-modalities (the dominant one's grow larger), so a logit MSE would mostly pull logit norms together rather
-than predictions, and probabilities keep the term on the KL's scale. Its teacher is not detached (both
-sides get gradient); which side should learn is a judgement call without the paper -- the stronger
-modality serving as the teacher is the point of the method, and pulling it towards the weaker one can only
-hurt it -- so the teacher is detached by default; ``detach_teacher: false`` lets both sides move as the
-port does.
+Differences from BalanceMM's port (not copied):
+
+* its ``F.kl_div(ps, pw)`` is fed the two *true-class probabilities* (stronger ``ps``, weaker ``pw``) as
+  scalars per sample, with ``ps`` where torch expects log-probabilities, so it computes
+  ``pw (log pw - ps)``: not a KL between the two predictions, and always negative (``pw < 1``); here it
+  is the KL between the full class distributions, teacher first;
+* its weights are built in a Python loop over the batch (a host sync per sample); here vectorised;
+* its ``w`` is assembled by in-place assignment of values that carry gradient, so the loss also
+  back-propagates through the weight; here ``w`` is a constant;
+* its two-modality branch takes the MSE between *logits*, its three-modality branch between
+  *probabilities*; here probabilities always: logit scales differ between modalities (the dominant one's
+  grow larger), so a logit MSE would mostly pull logit norms together rather than predictions, and
+  probabilities keep the term on the KL's scale (measured below);
+* its teacher is not detached (both sides get gradient). Which side should learn is a judgement call
+  without the paper: the stronger modality serving as the teacher is the point of the method, and pulling
+  it towards the weaker one can only hurt it, so the teacher is detached by default;
+  ``detach_teacher: false`` lets both sides move as the port does.
 
 Diagnostics (``train/mbsd/...``): ``active`` (in the window), ``ce_fused``, ``ce/<m>``, ``kl``, ``mse``,
 ``weight`` (mean ``w`` over pairs and samples) and ``teacher/<m>`` (share of m's pair-samples, all of
