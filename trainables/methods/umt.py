@@ -21,9 +21,16 @@ with a fixed budget; so is training the student during stage 1 (then it has join
 budget and distillation refines it; with ``student_stage1: false`` the student trains on stage 2's
 epochs only). ``scale`` 10 is BalanceMM's ``alpha`` for UMT. Evaluation uses the student (standard
 model, ``zero-input``). Best-validation selection may pick a stage-1 epoch, i.e. a student not yet
-distilled (``best_epoch`` in the summary tells). UME (the paper's ensemble of the unimodal models) is
-not included: the ``unimodal`` method gives its members, and a test-time ensemble of trials deserves its
-own issue. BalanceMM's port is not copied: it depends on checkpoints of other runs found by path.
+distilled (``best_epoch`` in the summary tells). BalanceMM's port is not copied: it depends on
+checkpoints of other runs found by path.
+
+The paper's other method, UME (uni-modal ensemble: each modality's model trained alone, predictions
+averaged), is the ``ume`` method. The paper chooses between them by how much the task needs paired
+(cross-modal interaction) features: UMT when they matter (joint training keeps the interaction while
+the teachers' distillation keeps uni-modal features learned; its audio-visual VGG-Sound and
+Kinetics-400), UME when uni-modal features carry the task (its RGB + flow UCF101 and two-view
+ModelNet40), comparing both on validation data (``trainables/methods/ume.py`` says what of this is
+from the abstract and what is recalled from the full text).
 
 Measured on mfeat (``sweeps/mfeat_all.yaml`` settings, 12 epochs, 3 seeds, test acc; joint 94.9 +- 0.9):
 the default gives 93.6 +- 0.9 and every seed's best-validation epoch lies in stage 1 (epochs 5-6), i.e.
