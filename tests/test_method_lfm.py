@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from trainables.loop import run_trial
 from trainables.methods.base import EpochContext, MethodContext, StepState
-from trainables.methods.lfm import LFM, LFMParams, alignment_loss, alpha_update, info_nce, js_divergence
+from trainables.methods.lfm import LFM, LFMParams, alignment_loss, alpha_update, flat_grad, info_nce, js_divergence
 from trainables.models.classifier import ModelSpec
 from trainables.reporting import JsonlReporter
 from trainables.sampling import holdout_split
@@ -60,11 +60,6 @@ def test_alpha_moves_by_the_rule_and_toward_the_term_that_helps_held_out() -> No
     assert alpha_update(0.3, torch.tensor([1e3, 0.0]), g_ce, g_align, 1.0, 0.05, 0.95)[0] == 0.05
 
 
-def _flat_grad(loss, params):
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
-
-
 @pytest.mark.parametrize("align", ["contrastive", "js"])
 def test_epoch_hook_applies_the_rule_with_held_out_and_train_gradients(align) -> None:
     torch.manual_seed(0)
@@ -87,10 +82,10 @@ def test_epoch_hook_applies_the_rule_with_held_out_and_train_gradients(align) ->
     sample = sorted(train[i] for i in torch.randperm(len(train), generator=pick)[: len(held)].tolist())
     ps = list(model.parameters())
     model.eval()
-    g_held = _flat_grad(F.cross_entropy(model({"a": xa[held], "b": xb[held]}).logits, y[held]), ps)
+    g_held = flat_grad(F.cross_entropy(model({"a": xa[held], "b": xb[held]}).logits, y[held]), ps)
     out = model({"a": xa[sample], "b": xb[sample]})
-    g_ce = _flat_grad(F.cross_entropy(out.logits, y[sample]), ps)
-    g_align = _flat_grad(alignment_loss(model({"a": xa[sample], "b": xb[sample]}), align, params.tau), ps)
+    g_ce = flat_grad(F.cross_entropy(out.logits, y[sample]), ps)
+    g_align = flat_grad(alignment_loss(model({"a": xa[sample], "b": xb[sample]}), align, params.tau), ps)
     want = 0.5 + 0.05 * float(g_held @ (g_align - g_ce))
     logs = method.on_epoch_start(model, ctx)
     assert method.alpha == pytest.approx(min(0.95, max(0.05, want)), rel=1e-4)
@@ -120,7 +115,9 @@ def test_step_minimises_the_weighted_sum() -> None:
     out = ref(x)
     (2 * (0.7 * F.cross_entropy(out.logits, y) + 0.3 * info_nce(out.features["a"], out.features["b"], 0.4))).backward()
     opt = {"main": torch.optim.SGD(model.parameters(), lr=0.0)}
-    stats = method.training_step(model, {"inputs": x, "label": y, "index": torch.arange(16)}, opt, StepState(0, 0, 1, 0))
+    stats = method.training_step(
+        model, {"inputs": x, "label": y, "index": torch.arange(16)}, opt, StepState(0, 0, 1, 0)
+    )
     assert stats["lfm/alpha"] == 0.3
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)

@@ -66,6 +66,7 @@ from trainables.methods.base import (
     BalancingMethod,
     Batch,
     EpochContext,
+    MethodContext,
     Optimizers,
     StepState,
     StepStats,
@@ -108,8 +109,8 @@ def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
     """Batch-mean Jensen-Shannon divergence between the softmax distributions of two logit tensors."""
     lp, lq = p_logits.float().log_softmax(1), q_logits.float().log_softmax(1)
     lm = torch.logsumexp(torch.stack([lp, lq]), 0) - torch.log(torch.tensor(2.0))
-    kl = lambda la: (la.exp() * (la - lm)).sum(1)  # noqa: E731 - KL(p || m) per sample
-    return 0.5 * (kl(lp) + kl(lq)).mean()
+    kl_p, kl_q = (lp.exp() * (lp - lm)).sum(1), (lq.exp() * (lq - lm)).sum(1)  # KL(p || m), KL(q || m)
+    return 0.5 * (kl_p + kl_q).mean()
 
 
 def alignment_loss(out: ModelOutput, kind: str, tau: float) -> torch.Tensor:
@@ -122,6 +123,14 @@ def alignment_loss(out: ModelOutput, kind: str, tau: float) -> torch.Tensor:
         for m, n in combinations(mods, 2)
     ]
     return torch.stack(terms).mean()
+
+
+def flat_grad(loss: torch.Tensor, params: list[nn.Parameter], retain_graph: bool = False) -> torch.Tensor:
+    """``d loss / d params`` as one flat vector (zeros for parameters the loss does not reach)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
+    )
 
 
 def alpha_update(
@@ -139,7 +148,7 @@ class LFM(BalancingMethod):
     Params = LFMParams
     min_modalities = 2
 
-    def __init__(self, params: LFMParams, ctx) -> None:
+    def __init__(self, params: LFMParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         self.alpha = float(params.alpha_init)
 
@@ -165,8 +174,8 @@ class LFM(BalancingMethod):
         params = [p for p in model.parameters() if p.requires_grad]
         was_training = model.training
         model.eval()
-        (g_held,) = self.gradients(model, ctx, held, params, with_align=False)
-        g_ce, g_align = self.gradients(model, ctx, sample, params, with_align=True)
+        (g_held,) = self.gradients(model, ctx, held, params, align=False)
+        g_ce, g_align = self.gradients(model, ctx, sample, params, align=True)
         model.train(was_training)
         self.alpha, hyper = alpha_update(
             self.alpha,
@@ -180,21 +189,19 @@ class LFM(BalancingMethod):
         return {"lfm/alpha": self.alpha, "lfm/hypergrad": hyper}
 
     def gradients(
-        self, model: MultimodalModel, ctx: EpochContext, indices: list[int], params: list[nn.Parameter], with_align: bool
+        self, model: MultimodalModel, ctx: EpochContext, indices: list[int], params: list[nn.Parameter], align: bool
     ) -> list[torch.Tensor]:
         """Flat mean gradients over ``indices`` of CE (and the alignment term), summed over DDP ranks."""
-        n = 2 if with_align else 1
+        n = 2 if align else 1
         sums = torch.zeros(n, sum(p.numel() for p in params) + 1, dtype=torch.float64, device=ctx.device)
         for raw in ctx.train_subset(indices):
             batch = ctx.to_device(raw)
             out, y = model(batch["inputs"]), batch["label"]
             losses = [F.cross_entropy(out.logits.float(), y)]
-            if with_align:
+            if align:
                 losses.append(alignment_loss(out, self.params.align, self.params.tau))
             for k, loss in enumerate(losses):
-                grads = torch.autograd.grad(loss, params, retain_graph=k + 1 < n, allow_unused=True)
-                flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
-                sums[k, :-1] += flat.double() * y.numel()
+                sums[k, :-1] += flat_grad(loss, params, retain_graph=k + 1 < n).double() * y.numel()
                 sums[k, -1] += y.numel()
         sums = ctx.all_reduce(sums)
         return [(row[:-1] / row[-1].clamp_min(1)).cpu() for row in sums]
