@@ -399,3 +399,30 @@ def test_step_gives_the_statistics_and_parameters_recorded_before_it_was_made_sy
     for got, want in zip(rows, want_rows, strict=True):
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert state == pytest.approx(want_state, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.set_sync_debug_mode needs a GPU")
+@pytest.mark.parametrize("params", [{}, {"alternation": "stage", "stage_epochs": [1]}])
+def test_steps_on_a_gpu_never_wait_for_it(params) -> None:
+    """What the CPU count in test_host_sync.py cannot see: a host-to-device copy from pageable memory
+    (``lam``) synchronises the stream. ``covariance=batch`` is left out: its per-step ``eigh`` checks
+    its LAPACK status on the host (a documented sync of that option)."""
+    from conftest import tiny_config
+
+    from trainables.config import resolve
+    from trainables.loop import build_trial
+    from trainables.runtime import Runtime
+
+    trial = build_trial(resolve(tiny_config("mie", epochs=2, params=params)), Runtime.local("cuda"))
+    for epoch in range(2):
+        trial.train_loader.sampler.set_epoch(epoch)
+        trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch))
+        trial.model.train()
+        batches = [trial.to_device(b) for b in trial.train_loader]
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for i, batch in enumerate(batches):
+                trial.method.training_step(trial.model, batch, trial.optimizers, StepState(epoch, i, len(batches), i))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
