@@ -40,9 +40,7 @@ ALLOWED = {
     "opm": (1, "bool of the p_exe draw: a CPU RNG tensor, read on the host without waiting for the device"),
 }
 # Known to sync per step today.
-PENDING = {
-    "mie": "MIE reads SAM's grad norm, the perturbed loss and its statistics with .item() per step",
-}
+PENDING: dict[str, str] = {}
 
 
 class HostSyncs(TorchDispatchMode):

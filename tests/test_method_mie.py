@@ -262,3 +262,167 @@ def test_stage_mode_in_a_trial_alternates_restarts_and_resumes_exactly(tmp_path)
     rows = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
     assert [r["train/mie/active/pix"] for r in rows] == [1.0, 0.0, 0.0, 1.0]  # stages of 1, 2, 1 epochs
     assert "train/mie/damping/pix" not in rows[0] and "train/mie/damping/fou" in rows[1]  # stage 0 unprojected
+
+
+# --- no host sync per step: the sync-free step gives the numbers the step gave before -------------
+def _fingerprint(params: dict, epoch: int, steps: int = 3) -> tuple[list[dict[str, float]], list[float]]:
+    """Statistics of ``steps`` training steps and 4 random projections of the whole final state.
+
+    The real model (BatchNorm kept), a seeded MIE with ``params`` at ``epoch`` (its ``on_epoch_start``
+    run first: the dataset statistics), SGD with momentum; float64 checksums of every state tensor.
+    """
+    torch.manual_seed(0)
+    spec = ModelSpec({"a": (6,), "b": (4,)}, {"a": "mlp", "b": "mlp"}, 8, "concat", 3)
+    method = MIE(build_params(MIEParams, params), MethodContext(["a", "b"], 3, 2, torch.device("cpu")))
+    model = method.build_model(spec)
+    batches = [
+        {"inputs": {"a": torch.randn(16, 6), "b": torch.randn(16, 4)}, "label": torch.randint(0, 3, (16,))}
+        for _ in range(steps)
+    ]
+    method.on_epoch_start(model, EpochContext(epoch, batches, torch.device("cpu"), lambda b: b))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rows = []
+    for i, batch in enumerate(batches):
+        stats = method.training_step(model, batch, {"main": opt}, StepState(epoch, i, steps, i))
+        rows.append({k: float(v) for k, v in sorted(stats.items())})
+    state = torch.cat([t.double().flatten() for t in model.state_dict().values() if t.is_floating_point()])
+    directions = torch.randn(4, state.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return rows, (directions @ state).tolist()
+
+
+# Recorded from main's MIE (3d44842, before the step was made sync-free) with _fingerprint, 1 thread:
+# config -> (params, epoch, statistics of 3 steps, projections of the final state).
+RECORDED = {
+    "defaults": (
+        {},
+        1,
+        [
+            {
+                "loss": 1.0878006219863892,
+                "mie/damping/a": 0.972058892250061,
+                "mie/damping/b": 0.9752413034439087,
+                "mie/loss/a": 1.0867857933044434,
+                "mie/loss/b": 1.088815450668335,
+                "mie/sharpness/a": 0.022574901580810547,
+                "mie/sharpness/b": 0.024253368377685547,
+            },
+            {
+                "loss": 1.0895323753356934,
+                "mie/damping/a": 0.9788661003112793,
+                "mie/damping/b": 0.9816895723342896,
+                "mie/loss/a": 1.0874176025390625,
+                "mie/loss/b": 1.0916471481323242,
+                "mie/sharpness/a": 0.007577061653137207,
+                "mie/sharpness/b": 0.00818479061126709,
+            },
+            {
+                "loss": 1.1551685333251953,
+                "mie/damping/a": 0.9737288951873779,
+                "mie/damping/b": 0.9729405045509338,
+                "mie/loss/a": 1.1528536081314087,
+                "mie/loss/b": 1.157483458518982,
+                "mie/sharpness/a": 0.0276033878326416,
+                "mie/sharpness/b": 0.030344724655151367,
+            },
+        ],
+        [-0.7708497841779338, -20.683189792066578, -20.93880339905763, 1.3096958911508345],
+    ),
+    "batch covariance": (
+        {"covariance": "batch", "mixup": 0.5, "rho": 0.5},
+        0,
+        [
+            {
+                "loss": 1.0881268978118896,
+                "mie/damping/a": 0.9949953556060791,
+                "mie/damping/b": 0.997134804725647,
+                "mie/loss/a": 1.0859451293945312,
+                "mie/loss/b": 1.0903087854385376,
+                "mie/sharpness/a": 0.340162992477417,
+                "mie/sharpness/b": 0.3499559164047241,
+            },
+            {
+                "loss": 1.0888439416885376,
+                "mie/damping/a": 0.9964181780815125,
+                "mie/damping/b": 0.9958527684211731,
+                "mie/loss/a": 1.0877009630203247,
+                "mie/loss/b": 1.0899869203567505,
+                "mie/sharpness/a": 0.12212264537811279,
+                "mie/sharpness/b": 0.14319181442260742,
+            },
+            {
+                "loss": 1.1682989597320557,
+                "mie/damping/a": 0.9978919625282288,
+                "mie/damping/b": 0.9917026162147522,
+                "mie/loss/a": 1.1654067039489746,
+                "mie/loss/b": 1.1711912155151367,
+                "mie/sharpness/a": 0.40466880798339844,
+                "mie/sharpness/b": 0.4653630256652832,
+            },
+        ],
+        [-0.8323285574194337, -21.104564384626674, -20.70649704168841, 1.1498550643490404],
+    ),
+    "stage, shared linear head": (
+        {"alternation": "stage", "stage_epochs": [1], "shared_head": True, "head": "linear"},
+        1,
+        [
+            {
+                "loss": 1.1832648515701294,
+                "mie/damping/b": 0.8982208967208862,
+                "mie/loss/b": 1.1832648515701294,
+                "mie/sharpness/b": 0.026615142822265625,
+            },
+            {
+                "loss": 1.1160478591918945,
+                "mie/damping/b": 0.9329940676689148,
+                "mie/loss/b": 1.1160478591918945,
+                "mie/sharpness/b": 0.016525983810424805,
+            },
+            {
+                "loss": 1.1189318895339966,
+                "mie/damping/b": 0.932799220085144,
+                "mie/loss/b": 1.1189318895339966,
+                "mie/sharpness/b": 0.011819720268249512,
+            },
+        ],
+        [-8.196495235992288, -13.155260690227244, -6.975604589791059, -16.902886327016574],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDED))
+def test_step_gives_the_statistics_and_parameters_recorded_before_it_was_made_sync_free(name) -> None:
+    params, epoch, want_rows, want_state = RECORDED[name]
+    rows, state = _fingerprint(params, epoch)
+    assert [sorted(r) for r in rows] == [sorted(r) for r in want_rows]
+    # tolerances: the thread count alone moves float32 results by ~1e-7 (BLAS reduction order)
+    for got, want in zip(rows, want_rows, strict=True):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert state == pytest.approx(want_state, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.set_sync_debug_mode needs a GPU")
+@pytest.mark.parametrize("params", [{}, {"alternation": "stage", "stage_epochs": [1]}])
+def test_steps_on_a_gpu_never_wait_for_it(params) -> None:
+    """What the CPU count in test_host_sync.py cannot see: a host-to-device copy from pageable memory
+    (``lam``) synchronises the stream. ``covariance=batch`` is left out: its per-step ``eigh`` checks
+    its LAPACK status on the host (a documented sync of that option)."""
+    from conftest import tiny_config
+
+    from trainables.config import resolve
+    from trainables.loop import build_trial
+    from trainables.runtime import Runtime
+
+    trial = build_trial(resolve(tiny_config("mie", epochs=2, params=params)), Runtime.local("cuda"))
+    for epoch in range(2):
+        trial.train_loader.sampler.set_epoch(epoch)
+        trial.method.on_epoch_start(trial.model, trial.epoch_context(epoch))
+        trial.model.train()
+        batches = [trial.to_device(b) for b in trial.train_loader]
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for i, batch in enumerate(batches):
+                trial.method.training_step(trial.model, batch, trial.optimizers, StepState(epoch, i, len(batches), i))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

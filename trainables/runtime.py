@@ -148,7 +148,7 @@ def pooled_mean(x: torch.Tensor, all_reduce=None) -> torch.Tensor:
     """
     if all_reduce is None:
         return x.mean(0)
-    count = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+    count = torch.full((1,), float(x.shape[0]), dtype=x.dtype, device=x.device)  # a fill: no host-to-device copy
     total, count = sum_over_ranks([x.sum(0), count], all_reduce)
     return total / count
 

@@ -75,7 +75,8 @@ def soft_projector(features: torch.Tensor, tau: float) -> torch.Tensor:
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(sum_i x_i, sum_i x_i x_i^T, n)`` of the rows of ``x`` in float64: additive over batches and ranks."""
     x = x.detach().double()
-    return x.sum(0), x.t() @ x, torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
+    n = torch.full((), float(x.shape[0]), dtype=torch.float64, device=x.device)  # a fill: no host-to-device copy
+    return x.sum(0), x.t() @ x, n
 
 
 def covariance_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: torch.Tensor, centred: bool) -> torch.Tensor:
@@ -101,10 +102,24 @@ def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, to
     """``(lam x + (1 - lam) x[perm], perm, lam)`` with ``lam ~ Beta(alpha, alpha)`` (Zhang et al., 2018).
 
     Torch's global RNG (checkpointed by the loop); ``alpha = 0`` returns ``x`` unmixed (``lam = 1``).
+    ``lam`` is drawn on the CPU (the CPU generator, as always) and reaches the device without a host
+    sync: no argument validation (``alpha > 0`` holds; its checks read tensors on the host) and a
+    non-blocking copy from pinned memory (a pageable copy waits for the device's queue).
     """
     if alpha <= 0:
         return x, torch.arange(x.shape[0], device=x.device), torch.ones((), device=x.device)
     conc = torch.tensor(float(alpha))
-    lam = torch.distributions.Beta(conc, conc).sample().to(x.device)
+    lam = to_device_without_sync(torch.distributions.Beta(conc, conc, validate_args=False).sample(), x.device)
     perm = torch.randperm(x.shape[0], device=x.device)
     return lam * x + (1 - lam) * x[perm], perm, lam
+
+
+def to_device_without_sync(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device`` without the host waiting for the device.
+
+    A host-to-device copy from pageable memory synchronises the stream; from pinned memory with
+    ``non_blocking`` it is queued (the pinned block is kept until the copy has run). Same values.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

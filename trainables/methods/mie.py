@@ -29,7 +29,9 @@ Mechanics the paper leaves open take IGM's value as the default, one knob each (
   the training split, model in eval mode, accumulates the *uncentred* second moment of the other
   modality's inputs to every linear layer of its head; ``batch``: the centred covariance of the
   current batch, pooled over DDP ranks (rank <= batch - 1). With ``dataset`` the first stage (first
-  epoch) is not projected, as IGM's first stage: nothing has been learned to protect yet.
+  epoch) is not projected, as IGM's first stage: nothing has been learned to protect yet. A step
+  never waits for the device, except with ``batch`` on a GPU: its per-step ``torch.linalg.eigh``
+  synchronises (torch checks the solver's status on the host), once per step and modality.
 * ``head``: ``mlp`` (IGM, default): ``d -> 256 -> ReLU -> 64 -> C``; ``linear``. Every linear layer
   of the active head gets ``G <- G P`` with ``P`` from the other head's input at the same layer
   (biases untouched; IGM also matches equal-shape linear layers of the encoders, which its ResNet
