@@ -108,22 +108,52 @@ def _params(name: str) -> list:
     return pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("name", [_params(n) for n in METHODS.names()])
-def test_training_step_never_waits_for_the_device(monkeypatch, name):
-    cfg = tiny_config(name, epochs=3, params=ACTIVE.get(name, {}))
-    trial = build_trial(resolve(cfg), Runtime.local("cpu"))
+def _walk_steps(name: str, device: str, around_step) -> None:
+    """Three epochs of ``name`` (every mechanism on, ``ACTIVE``), each training step run inside
+    ``around_step(epoch, i)`` (a context manager). Epoch hooks run outside it: they may read the device
+    once per epoch; batches are moved to the device outside it too (the loop's prefetch does that)."""
+    trial = build_trial(resolve(tiny_config(name, epochs=3, params=ACTIVE.get(name, {}))), Runtime.local(device))
     method, model = trial.method, trial.model
-    allowed, reason = ALLOWED.get(name, (0, ""))
-    for epoch in range(3):  # epoch hooks may read the device (once per epoch); only steps are counted
+    for epoch in range(3):
         trial.train_loader.sampler.set_epoch(epoch)
         method.on_epoch_start(model, trial.epoch_context(epoch))
         model.train()
         batches = [trial.to_device(b) for b in trial.train_loader]
         for i, batch in enumerate(batches):
-            with host_syncs(monkeypatch) as syncs:
+            with around_step(epoch, i):
                 method.training_step(model, batch, trial.optimizers, StepState(epoch, i, len(batches), i))
-            assert syncs.total <= allowed, f"{name} epoch {epoch} step {i}: {dict(syncs.counts)} ({reason or 'none'})"
         method.on_epoch_end(model, trial.epoch_context(epoch))
+
+
+@pytest.mark.parametrize("name", [_params(n) for n in METHODS.names()])
+def test_training_step_never_waits_for_the_device(monkeypatch, name):
+    allowed, reason = ALLOWED.get(name, (0, ""))
+
+    @contextlib.contextmanager
+    def counted(epoch: int, i: int):
+        with host_syncs(monkeypatch) as syncs:
+            yield
+        assert syncs.total <= allowed, f"{name} epoch {epoch} step {i}: {dict(syncs.counts)} ({reason or 'none'})"
+
+    _walk_steps(name, "cpu", counted)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.set_sync_debug_mode needs a GPU")
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if n not in ALLOWED])
+def test_training_step_on_a_gpu_never_waits_for_it(name):
+    """What the CPU count cannot see: host-to-device copies from pageable memory (a CPU tensor moved
+    to the GPU inside a step) synchronise the stream; CUDA's sync debug mode raises on any sync."""
+
+    @contextlib.contextmanager
+    def strict(epoch: int, i: int):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    _walk_steps(name, "cuda", strict)
 
 
 def _trial_of(train_per_class: int):

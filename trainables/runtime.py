@@ -191,3 +191,14 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_device_without_sync(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device`` without the host waiting for the device.
+
+    A host-to-device copy from pageable memory synchronises the stream; from pinned memory with
+    ``non_blocking`` it is queued (the pinned block is kept until the copy has run). Same values.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from trainables.runtime import to_device_without_sync
+
 
 def sam_gradient(
     params: list[nn.Parameter],
@@ -112,14 +114,3 @@ def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, to
     lam = to_device_without_sync(torch.distributions.Beta(conc, conc, validate_args=False).sample(), x.device)
     perm = torch.randperm(x.shape[0], device=x.device)
     return lam * x + (1 - lam) * x[perm], perm, lam
-
-
-def to_device_without_sync(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor on ``device`` without the host waiting for the device.
-
-    A host-to-device copy from pageable memory synchronises the stream; from pinned memory with
-    ``non_blocking`` it is queued (the pinned block is kept until the copy has run). Same values.
-    """
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)

@@ -96,10 +96,10 @@ class AMCo(BalancingMethod):
 
     def __init__(self, params: AMCoParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        self.dependent = torch.zeros(len(ctx.modalities), dtype=torch.bool)
+        self.dependent = torch.zeros(len(ctx.modalities), dtype=torch.bool, device=ctx.device)
 
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
-        self.dependent = torch.zeros(len(self.ctx.modalities), dtype=torch.bool)
+        self.dependent = torch.zeros(len(self.ctx.modalities), dtype=torch.bool, device=self.ctx.device)
         return {}
 
     def training_step(

@@ -240,9 +240,7 @@ class DIMML(BalancingMethod):
         loss = uni + p.weight * shared
         out: StepStats = {"di_mml/ce_unimodal": uni.detach(), "di_mml/ce_shared": shared.detach()}
         if self.only:
-            duc = sum(
-                duc_loss(feats[s], feats[t], idx.to(y.device), p.temperature) for (t, s), idx in self.only.items()
-            )
+            duc = sum(duc_loss(feats[s], feats[t], idx, p.temperature) for (t, s), idx in self.only.items())
             loss = loss + p.duc_weight * duc
             out["di_mml/duc"] = duc.detach()
         backward_and_step(optimizers["main"], loss)
@@ -264,7 +262,7 @@ class DIMML(BalancingMethod):
         self.stage = 2 if ctx.epoch >= self.stage1_epochs else 1
         if ctx.epoch == self.duc_start:
             self.effective = self._select(model, ctx)
-            self.only = only_dims(self.effective)
+            self.only = self._only_on_device()
         return {}
 
     def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
@@ -303,4 +301,8 @@ class DIMML(BalancingMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage = int(state["stage"])
         self.effective = {m: e.clone() for m, e in state["effective"].items()}
-        self.only = only_dims(self.effective)
+        self.only = self._only_on_device()
+
+    def _only_on_device(self) -> dict[tuple[str, str], torch.Tensor]:
+        # Moved once per selection, so that a step never copies indices from the host.
+        return {k: idx.to(self.ctx.device) for k, idx in only_dims(self.effective).items()}

@@ -138,7 +138,7 @@ class DMRNetModel(Encoded):
         feats = self.encode(inputs)
         b = next(iter(feats.values())).shape[0]
         if mask is None:
-            mask = torch.ones(b, len(self.modalities))
+            mask = torch.ones(b, len(self.modalities), device=next(iter(feats.values())).device)
         mask = mask.to(next(iter(feats.values())).device)
         mu, logvar = self.embed(feats, mask)
         e = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu

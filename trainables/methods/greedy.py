@@ -73,6 +73,7 @@ from trainables.methods.base import (
 from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
+from trainables.runtime import to_device_without_sync
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ class Greedy(BalancingMethod):
         if epoch < self.params.start_epoch:
             s["curation"] = torch.zeros_like(s["curation"])
         elif self.params.schedule == "random":
-            choice = torch.randint(len(self.ctx.modalities) + 1, ()).to(s["caring"].device)
+            choice = to_device_without_sync(torch.randint(len(self.ctx.modalities) + 1, ()), s["caring"].device)
             s["curation"], s["caring"] = choice > 0, (choice - 1).clamp_min(0)
         else:
             s["curation"], s["caring"], s["count"] = next_state(

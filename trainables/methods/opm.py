@@ -94,8 +94,8 @@ def drop_features(feats: dict[str, torch.Tensor], q: torch.Tensor) -> tuple[dict
     """
     x = next(iter(feats.values()))
     keep = torch.bernoulli((1 - q).float().expand(x.shape[0], -1))
-    dims = torch.tensor([f.shape[1] for f in feats.values()], dtype=q.dtype, device=q.device)
-    scale = 1 / (1 - (dims * q).sum() / dims.sum())
+    dims = [f.shape[1] for f in feats.values()]  # Python ints: a device tensor of them would be a host-to-device copy
+    scale = 1 / (1 - sum(d * q[i] for i, d in enumerate(dims)) / sum(dims))
     return {m: f * (keep[:, i : i + 1] * scale) for i, (m, f) in enumerate(feats.items())}, keep
 
 
