@@ -8,7 +8,8 @@ and in label spaces (Kinetics-Sounds has 31 classes and ModelNet40 40, most of t
 split). For each (method, profile) the trial is built as the loop builds it, two epochs of the method's
 hooks and training steps run with every mechanism switched on (``ACTIVE``), and then:
 
-* every step's loss is finite;
+* every step's loss (and every other step statistic named like a loss) is finite, so are the parameters,
+  and every encoder the model has was updated;
 * the model output (``method.predict``, what evaluation, the leaderboard and W&B read) has fused logits
   and one ``[B, C]`` finite logit tensor per modality the model encodes, and the model encodes every
   modality of the dataset (``unimodal`` aside, which encodes the one it is given);
@@ -39,7 +40,6 @@ from fixtures_data import (
     build_modelnet40,
     build_ucf101,
 )
-
 from PIL import Image
 
 from orchestrator.cli import main
@@ -63,7 +63,6 @@ ACTIVE: dict[str, dict[str, Any]] = {
     "relearning": {"reinit_every": 1},
     "valuation": {"warmup_epochs": 1},
     "umt": {"teacher_epochs": 1},
-    "mie": {"alternation": "stage", "stage_epochs": [1, 1]},
 }
 # Methods whose model encodes only some of the dataset's modalities, and why.
 SUBSET_MODELS = {"unimodal": "trains the one modality it is given (params.modality)"}
@@ -184,7 +183,8 @@ def train_and_check(cfg: dict) -> None:
     trial = build_trial(resolve(cfg), Runtime.local("cpu"))
     method, model, name = trial.method, trial.model, cfg["method"]
     best = BestState()
-    losses: list[torch.Tensor] = []
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    losses: dict[str, list[torch.Tensor]] = {}  # every step statistic named like a loss (the divergence check's)
     for epoch in range(EPOCHS):
         trial.train_loader.sampler.set_epoch(epoch)
         trial.train_loader.sampler.set_indices(None)
@@ -196,13 +196,16 @@ def train_and_check(cfg: dict) -> None:
         n = len(trial.train_loader)
         for i, batch in enumerate(trial.train_loader):
             out = method.training_step(model, trial.to_device(batch), trial.optimizers, StepState(epoch, i, n, i))
-            losses.append(out["loss"])
+            for key, value in out.items():
+                if "loss" in key:
+                    losses.setdefault(key, []).append(torch.as_tensor(value).detach())
         method.on_epoch_end(model, trial.epoch_context(epoch))
         _step_schedulers(trial, {}, epoch)
         best = BestState(epoch + 1, 0.0, {}, model.state_dict(), method.state_dict())
-    assert losses, "no training step ran"
-    values = [float(v) for v in losses]
-    assert all(math.isfinite(v) for v in values), values
+    assert losses.get("loss"), "no training step ran"
+    for key, values in losses.items():
+        assert all(torch.isfinite(v).all() for v in values), f"{name}: {key} {[v.tolist() for v in values]}"
+    assert all(torch.isfinite(p).all() for p in model.parameters()), f"{name}: a parameter is not finite"
 
     modalities, k = trial.modalities, trial.data.num_classes
     encoded = list(model.modalities)
@@ -210,6 +213,9 @@ def train_and_check(cfg: dict) -> None:
         assert encoded and set(encoded) <= set(modalities), encoded
     else:
         assert encoded == modalities, f"{name} encodes {encoded}, the dataset has {modalities}"
+    moved = {k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])}
+    for m in encoded:  # each encoder trained (a re-initialisation would move it too; the other checks stand)
+        assert any(k.startswith(f"encoders.{m}.") for k in moved), f"{name}: the encoder of {m} never moved"
     batch = trial.to_device(next(iter(trial.test_loader)))
     b = len(batch["label"])
     model.eval()
@@ -220,7 +226,8 @@ def train_and_check(cfg: dict) -> None:
     for case, out in outputs.items():
         assert out.logits.shape == (b, k) and torch.isfinite(out.logits).all(), case
         if case == "all present":
-            assert sorted(out.modality_logits) == sorted(encoded), f"{name}: modality_logits {list(out.modality_logits)}"
+            got = sorted(out.modality_logits)
+            assert got == sorted(encoded), f"{name}: modality_logits {got}, the model encodes {encoded}"
             for m, logit in out.modality_logits.items():
                 assert logit.shape == (b, k), f"{name}: modality_logits[{m}] {tuple(logit.shape)}, want {(b, k)}"
                 assert torch.isfinite(logit).all(), f"{name}: modality_logits[{m}] not finite"
