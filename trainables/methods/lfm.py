@@ -76,6 +76,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from math import exp
 from typing import Any, Literal
 
 import torch
@@ -101,16 +102,24 @@ from trainables.sampling import holdout_split
 
 @dataclass(frozen=True)
 class LFMParams:
+    strategy: Literal["learned", "heuristic", "fitted"] = knob(
+        "learned",
+        "how a moves: learned (held-out hypergradient), heuristic (paper: a = 1 - exp(-1/t), t the 1-based "
+        "epoch), fitted (official Crema_epoch.py: its polynomial fit of a learned run, 200 epochs scaled to the trial's)",
+    )
+    heuristic_clock: Literal["epoch", "progress"] = knob(
+        "epoch", "heuristic's t: the 1-based epoch (paper) or the trial's progress (epoch+1)/epochs in (0, 1]"
+    )
     align: Literal["contrastive", "js"] = knob(
         "contrastive", "alignment term: contrastive (paper: InfoNCE on features) or js (official: JS of predictions)"
     )
     tau: float = knob(0.4, "InfoNCE temperature (official config's temperature1 0.4, unused there)", gt=0)
-    alpha_init: float = knob(0.05, "initial weight a of the alignment term (BalanceMM 0.05; official 0.95)", ge=0, le=1)
-    lr_alpha: float = knob(1e-4, "step size of the held-out update of a (official/BalanceMM 1e-4; 0 = fixed a)", ge=0)
+    alpha_init: float = knob(0.05, "learned: initial weight a of the alignment term (BalanceMM 0.05; official 0.95)", ge=0, le=1)
+    lr_alpha: float = knob(1e-4, "learned: step size of the held-out update of a (official/BalanceMM 1e-4; 0 = fixed a)", ge=0)
     halve_every: int = knob(20, "halve lr_alpha every this many epochs (official 20; 0 = never)", ge=0)
-    alpha_min: float = knob(0.05, "lower clip of a (BalanceMM 0.05)", ge=0, le=1)
-    alpha_max: float = knob(0.95, "upper clip of a (BalanceMM 0.95)", ge=0, le=1)
-    holdout_fraction: float = knob(0.1, "share of the train split held out to learn a (never trained on)", gt=0, lt=1)
+    alpha_min: float = knob(0.05, "learned: lower clip of a (BalanceMM 0.05)", ge=0, le=1)
+    alpha_max: float = knob(0.95, "learned: upper clip of a (BalanceMM 0.95)", ge=0, le=1)
+    holdout_fraction: float = knob(0.1, "learned: share of the train split held out to learn a (never trained on)", gt=0, lt=1)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -145,6 +154,32 @@ def alignment_loss(out: ModelOutput, kind: str, tau: float) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
+FITTED_EPOCHS = 200
+# Official ``getAlpha_Learnable_Fitted`` (njustkmg/NeurIPS24-LFM ``Crema_epoch.py``): alignment weight as a
+# degree-5 polynomial in the epoch of its 200-epoch CREMA-D run (the CE weight is one minus it).
+FITTED_ALIGN_COEFS = (7.95376296e-01, -3.35472727e-03, -1.22989557e-04, 2.92947416e-06, -2.23835486e-08, 5.39717505e-11)
+
+
+def heuristic_alpha(epoch: int, epochs: int, clock: str = "epoch") -> float:
+    """The paper's heuristic alignment weight ``a_t = 1 - exp(-1/t)``, monotonically decreasing in ``t``.
+
+    ``t`` is the 1-based epoch (``clock="epoch"``: 0.632, 0.393, 0.284, ... ~1/t) or the trial's progress
+    ``(epoch + 1) / epochs`` (``clock="progress"``: from ~1 down to ``1 - 1/e = 0.632`` at the last epoch).
+    """
+    t = (epoch + 1) / epochs if clock == "progress" else float(epoch + 1)
+    return 1.0 - exp(-1.0 / t)
+
+
+def fitted_alpha(epoch: int, epochs: int) -> float:
+    """The official fitted trajectory at ``epoch`` of ``epochs``, its 200 epochs scaled to the trial's.
+
+    0.795 at the start, 0.50 at 40% of training, ~0 at 90% (it dips to -0.008 there: clipped to
+    [0, 1]), then back up to 0.098 at the end (the end of the quintic fit, kept as the official code runs it).
+    """
+    e = epoch * FITTED_EPOCHS / epochs
+    return min(1.0, max(0.0, sum(c * e**i for i, c in enumerate(FITTED_ALIGN_COEFS))))
+
+
 def flat_grad(loss: torch.Tensor, params: list[nn.Parameter], retain_graph: bool = False) -> torch.Tensor:
     """``d loss / d params`` as one flat vector (zeros for parameters the loss does not reach)."""
     grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
@@ -170,7 +205,7 @@ class LFM(BalancingMethod):
 
     def __init__(self, params: LFMParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        self.alpha = float(params.alpha_init)
+        self.alpha = float(params.alpha_init) if params.strategy == "learned" else self.scheduled_alpha(0)
 
     def build_model(self, spec: ModelSpec) -> MultimodalModel:
         model = spec.build()
@@ -179,13 +214,24 @@ class LFM(BalancingMethod):
         return model
 
     def train_indices(self, epoch: int, num_samples: int) -> list[int] | None:
+        if self.params.strategy != "learned":  # a schedule needs no held-out data: train on all of train
+            return None
         return holdout_split(num_samples, self.params.holdout_fraction, self.ctx.seed)[0]
 
     def lr_alpha(self, epoch: int) -> float:
         every = self.params.halve_every
         return self.params.lr_alpha * (0.5 ** (epoch // every) if every else 1.0)
 
+    def scheduled_alpha(self, epoch: int) -> float:
+        """The alignment weight of the ``heuristic`` / ``fitted`` strategies at ``epoch``."""
+        if self.params.strategy == "heuristic":
+            return heuristic_alpha(epoch, self.ctx.epochs, self.params.heuristic_clock)
+        return fitted_alpha(epoch, self.ctx.epochs)
+
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
+        if self.params.strategy != "learned":
+            self.alpha = self.scheduled_alpha(ctx.epoch)
+            return {"lfm/alpha": self.alpha}
         if ctx.train_subset is None or self.params.lr_alpha == 0:
             return {"lfm/alpha": self.alpha}
         train, held = holdout_split(len(ctx.train_loader.dataset), self.params.holdout_fraction, self.ctx.seed)
