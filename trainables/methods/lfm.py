@@ -23,7 +23,8 @@ runs in its last version: its polynomial fit of a learned 200-epoch CREMA-D traj
 (``getAlpha_Learnable_Fitted``; ``fitted_alpha``), alignment weight 0.795 at the start, 0.50 at 40% of
 training, down to ~0 at 90% (the quintic dips to -0.008 there: clipped at 0) and back up to 0.10 at the
 end; its 200 epochs are scaled to the trial's (epoch ``e`` of ``E`` reads the fit at ``200 e / E``).
-``alpha_init``/``lr_alpha``/clips/``holdout_fraction`` act on ``learned`` only.
+``alpha_init``/``lr_alpha``/clips/``holdout_fraction`` act on ``learned`` only. BalanceMM ports the
+learned strategy only.
 
 Which loss the paper's ``a_t`` weights: the decreasing weight goes on the alignment term, read from
 (i) the official learned run, which starts at alignment weight 0.95 (CE 0.05) and whose fitted
