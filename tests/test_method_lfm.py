@@ -1,7 +1,8 @@
 """LFM's mechanism: the InfoNCE and JS terms by hand, the trade-off moves by the one-step hypergradient
 rule in the right direction (pure function and inside the epoch hook, against gradients built here),
 the alignment gradient reaches both encoders, the step's loss is 2[(1-a) CE + a align], and a trial
-learns a on the held-out part of train only."""
+learns a on the held-out part of train only; the heuristic (paper) and fitted (official) schedules give
+their values, the heuristic decreasing, set a each epoch without held-out data, and resume exactly."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupted_then_resumed, tiny_config
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainables.loop import run_trial
 from trainables.methods.base import EpochContext, MethodContext, StepState
-from trainables.methods.lfm import LFM, LFMParams, alignment_loss, alpha_update, flat_grad, info_nce, js_divergence
+from trainables.methods.lfm import (
+    LFM,
+    LFMParams,
+    alignment_loss,
+    alpha_update,
+    fitted_alpha,
+    flat_grad,
+    heuristic_alpha,
+    info_nce,
+    js_divergence,
+)
 from trainables.models.classifier import ModelSpec
 from trainables.reporting import JsonlReporter
 from trainables.sampling import holdout_split
@@ -132,3 +143,53 @@ def test_a_trial_learns_alpha_on_held_out_train_only(tmp_path) -> None:
     assert rows[0]["train/lfm/alpha"] != pytest.approx(0.5)  # moved at the start of epoch 0
     assert rows[1]["train/lfm/alpha"] != rows[0]["train/lfm/alpha"]
     assert "train/lfm/align" in rows[0] and "train/lfm/hypergrad" in rows[1]
+
+
+def test_heuristic_schedule_values_and_monotone() -> None:
+    # paper: a_t = 1 - exp(-1/t), t the 1-based epoch
+    assert heuristic_alpha(0, 12) == pytest.approx(1 - math.exp(-1.0))  # 0.632
+    assert heuristic_alpha(1, 12) == pytest.approx(1 - math.exp(-0.5))  # 0.393
+    assert heuristic_alpha(9, 12) == pytest.approx(1 - math.exp(-0.1))  # 0.095
+    assert heuristic_alpha(99, 200) == pytest.approx(0.00995, abs=1e-5)  # ~1/t late
+    # the same curve whatever the trial length on the epoch clock; the progress clock spans (0, 1]
+    assert heuristic_alpha(4, 12) == heuristic_alpha(4, 200)
+    assert heuristic_alpha(11, 12, "progress") == pytest.approx(1 - math.exp(-1.0))
+    assert heuristic_alpha(0, 12, "progress") == pytest.approx(1 - math.exp(-12.0))
+    assert heuristic_alpha(5, 12, "progress") == heuristic_alpha(99, 200, "progress")  # half way: 1 - e^-2
+    for clock in ("epoch", "progress"):
+        vals = [heuristic_alpha(e, 30, clock) for e in range(30)]
+        assert all(0 < b < a < 1 for a, b in zip(vals, vals[1:], strict=False)), clock
+
+
+def test_fitted_schedule_is_the_official_curve_scaled_to_the_trial() -> None:
+    assert fitted_alpha(0, 200) == pytest.approx(0.795376296)
+    assert fitted_alpha(80, 200) == pytest.approx(0.4998, abs=1e-3)  # CE weight 0.5 at 80 of 200
+    assert fitted_alpha(6, 12) == pytest.approx(fitted_alpha(100, 200))  # half way in either trial
+    assert fitted_alpha(180, 200) == 0.0  # the fit dips below zero there: clipped
+    assert fitted_alpha(199, 200) == pytest.approx(0.0840, abs=1e-3)  # and rises at the end
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "fitted"])
+def test_schedule_sets_alpha_in_the_hook_and_trains_on_all_of_train(strategy) -> None:
+    method = LFM(LFMParams(strategy=strategy), MethodContext(["a", "b"], 3, 10, torch.device("cpu"), seed=3))
+    assert method.train_indices(0, 100) is None  # no held-out part: every training sample is trained on
+    want = heuristic_alpha if strategy == "heuristic" else fitted_alpha
+    assert method.alpha == pytest.approx(want(0, 10))
+    ctx = EpochContext(4, DataLoader(TensorDataset(torch.zeros(2))), torch.device("cpu"), lambda r: r)
+    logs = method.on_epoch_start(None, ctx)  # no gradients taken: the model is not needed
+    assert method.alpha == pytest.approx(want(4, 10)) and logs == {"lfm/alpha": method.alpha}
+
+
+def test_a_heuristic_trial_follows_the_schedule(tmp_path) -> None:
+    cfg = tiny_config("lfm", epochs=3, params={"strategy": "heuristic"}, eval={"missing": False})
+    run_trial(cfg, JsonlReporter(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    got = [r["train/lfm/alpha"] for r in rows if "train/lfm/alpha" in r]
+    assert got == pytest.approx([heuristic_alpha(e, 3) for e in range(3)])
+    assert not any("train/lfm/hypergrad" in r for r in rows)
+
+
+def test_heuristic_resume_mid_run_gives_the_same_final_metrics(tmp_path) -> None:
+    cfg = tiny_config("lfm", epochs=3, params={"strategy": "heuristic"})
+    straight, resumed = interrupted_then_resumed(cfg, tmp_path, stop_after=2)
+    assert resumed == straight
