@@ -9,7 +9,7 @@ from conftest import TINY_ARGS, interrupted_then_resumed, tiny_config
 from orchestrator.cli import main
 from orchestrator.results import read_jsonl
 from trainables.loop import run_trial
-from trainables.reporting import JsonlReporter
+from trainables.reporting import JsonlReporter, MemoryReporter
 
 
 def _rows(path):
@@ -189,3 +189,11 @@ def test_restart_from_best_hook_puts_best_weights_back_and_clears_optimizer_stat
     assert same(starts[3], ends[best]) and not same(starts[3], ends[2])  # restarted from the best weights
     assert same(starts[1], ends[0]) and same(starts[2], ends[1])  # other epochs continue as usual
     assert opt_state[3] == 0 and opt_state[2] > 0  # momentum cleared at the restart only
+
+
+def test_memory_reporter_keeps_every_epoch_and_the_last_checkpoint(tiny):
+    rep = MemoryReporter()
+    summary = run_trial(tiny("joint", epochs=2, checkpoint={"every": 1, "keep": 1}), rep)
+    assert [r["epoch"] for r in rep.rows] == [1, 2]
+    assert rep.state is not None and rep.restore() is None
+    assert summary["best_epoch"] in (1, 2)

@@ -139,6 +139,22 @@ def newest_intact(ckpts: list[Path]) -> dict[str, Any] | None:
     return None
 
 
+class MemoryReporter:
+    """Keeps the rows and the last checkpoint in memory: ``run_trial`` from a script or notebook
+    (ablations) without writing a run folder. Nothing to resume from."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.state: dict[str, Any] | None = None
+
+    def restore(self) -> dict[str, Any] | None:
+        return None
+
+    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
+        self.rows.append(metrics)
+        self.state = checkpoint or self.state
+
+
 class JsonlReporter:
     """Local reporter: ``OUT/metrics.jsonl`` (one line per epoch) and ``OUT/checkpoints/*.pt``.
 

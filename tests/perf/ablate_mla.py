@@ -21,6 +21,7 @@ import torch
 
 from trainables.config import resolve
 from trainables.loop import build_trial, run_trial
+from trainables.reporting import MemoryReporter
 from trainables.runtime import Runtime
 
 VARIANTS = {
@@ -35,21 +36,6 @@ COMMON = {
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
 }
 DATA = {"mfeat": {"train_per_class": 40, "val_per_class": 30, "test_per_class": 100}, "synthetic": {}}
-
-
-class Memory:
-    """A reporter that keeps rows and the last checkpoint in memory."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.state: dict[str, Any] | None = None
-
-    def restore(self) -> None:
-        return None
-
-    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
-        self.rows.append(metrics)
-        self.state = checkpoint or self.state
 
 
 @torch.no_grad()
@@ -96,7 +82,7 @@ def run(dataset: str, variant: str, seed: int, epochs: int) -> dict[str, Any]:
     cfg = {"method": "mla", "dataset": dataset, "seed": seed, "data": DATA[dataset], **COMMON}
     cfg["params"], cfg["epochs"] = VARIANTS[variant], epochs
     cfg["checkpoint"] = {"every": epochs, "keep": 1}
-    rep = Memory()
+    rep = MemoryReporter()
     summary = run_trial(cfg, rep)
     last = rep.rows[-1]
     row = {"dataset": f"{dataset} {epochs} epochs", "variant": variant, "seed": seed}

@@ -21,6 +21,7 @@ import torch
 
 from trainables.config import resolve
 from trainables.loop import build_trial, run_trial
+from trainables.reporting import MemoryReporter
 from trainables.runtime import Runtime
 
 VARIANTS = {
@@ -42,21 +43,6 @@ COMMON = {
 }
 
 
-class Memory:
-    """A reporter that keeps rows and the last checkpoint in memory."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.state: dict[str, Any] | None = None
-
-    def restore(self) -> None:
-        return None
-
-    def report(self, metrics: dict[str, float], checkpoint: dict[str, Any] | None) -> None:
-        self.rows.append(metrics)
-        self.state = checkpoint or self.state
-
-
 @torch.no_grad()
 def test_logits(cfg: dict, best_model: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The best-validation model's fused test logits and the labels."""
@@ -73,7 +59,7 @@ def test_logits(cfg: dict, best_model: dict) -> tuple[torch.Tensor, torch.Tensor
 def run(variant: str, seed: int) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor] | None]:
     method, params = VARIANTS[variant]
     cfg = {**COMMON, "method": method, "params": params, "seed": seed}
-    rep = Memory()
+    rep = MemoryReporter()
     summary = run_trial(cfg, rep)
     row = {"variant": variant, "seed": seed}
     row.update({k: v for k, v in summary.items() if k.startswith(("test/acc", "best_epoch"))})
