@@ -47,3 +47,18 @@ def test_without_a_recorded_machine_the_table_says_whose_it_is(tmp_path, capsys)
     (folder / MACHINE_FILE).write_text(json.dumps(recorded))
     assert main(["report", str(folder), "--readme", "--out", str(tmp_path / "r")]) == 0
     assert "Some CPU (64 cores, no GPU), torch 9.9" in capsys.readouterr().out
+
+
+def test_the_machine_records_the_threads_each_trial_ran_with(tmp_path, capsys):
+    from orchestrator.run.driver import _trial_threads
+    from orchestrator.sweep.load import load_sweep
+
+    root = Path(__file__).resolve().parents[1] / "sweeps"
+    packed = load_sweep(root / "mfeat_all.yaml", ["execution.cpus_per_trial=1"])
+    local = load_sweep(root / "mfeat_all.yaml", ["execution.mode=local"])
+    assert _trial_threads(packed) == 1 and _trial_threads(local) is None
+    folder = _folder(tmp_path)
+    write_machine(folder, _trial_threads(packed))
+    assert json.loads((folder / MACHINE_FILE).read_text())["torch_threads"] == 1
+    assert main(["report", str(folder), "--readme"]) == 0
+    assert "intra-op threads per trial: 1)" in capsys.readouterr().out

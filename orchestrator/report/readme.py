@@ -32,8 +32,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model and cores, GPU (if any), torch, Python and OS versions of this machine."""
+def machine_info(trial_threads: int | None = None) -> dict[str, Any]:
+    """CPU model and cores, GPU (if any), torch, Python and OS versions of this machine, and the torch
+    intra-op threads each trial runs with (``trial_threads``; this process's count when not given).
+    Results of a seed can differ between thread counts (reduction order), so the count is recorded."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -42,22 +44,24 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "gpu": gpu,
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": trial_threads or torch.get_num_threads(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
 
 
-def write_machine(results_dir: str | Path) -> None:
+def write_machine(results_dir: str | Path, trial_threads: int | None = None) -> None:
     """Record the machine a sweep runs on (called by the sweep driver at each (re)start)."""
-    atomic_write_text(Path(results_dir) / MACHINE_FILE, json.dumps(machine_info(), indent=1) + "\n")
+    info = machine_info(trial_threads)
+    atomic_write_text(Path(results_dir) / MACHINE_FILE, json.dumps(info, indent=1) + "\n")
 
 
 def describe_machine(m: dict[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     return (
         f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores{gpu}), torch {m.get('torch', '?')} "
-        f"(intra-op threads: {m.get('torch_threads', '?')}), Python {m.get('python', '?')}, {m.get('os', '?')}"
+        f"(intra-op threads per trial: {m.get('torch_threads', '?')}), "
+        f"Python {m.get('python', '?')}, {m.get('os', '?')}"
     )
 
 

@@ -126,6 +126,16 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
         return _run_locked(sweep, resume, tic, address, verbose)
 
 
+def _trial_threads(sweep: Sweep) -> int | None:
+    """Torch threads each trial runs with (packed/ddp: its reserved CPUs, as ``worker.set_threads``)."""
+    ex = sweep.keys.execution
+    if ex.mode == "packed":
+        return max(1, int(ex.cpus_per_trial))
+    if ex.mode == "ddp":
+        return max(1, int(ex.cpus_per_worker))
+    return None
+
+
 def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None, verbose: bool) -> dict[str, Any]:
     writer = ResultsWriter(
         sweep.results_dir,
@@ -134,7 +144,7 @@ def _run_locked(sweep: Sweep, resume: bool, tic: float, address: str | None, ver
         namer=TrialNamer(sweep),
     )
     writer.write_sweep(canonical(sweep.raw))
-    write_machine(sweep.results_dir)  # what `mmbal report --readme` says the numbers were measured on
+    write_machine(sweep.results_dir, _trial_threads(sweep))  # what `mmbal report --readme` says the numbers ran on
     total = len(sweep.trials) or sweep.keys.search.samples
     try:
         if sweep.keys.execution.mode == "local":
