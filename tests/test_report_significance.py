@@ -136,3 +136,13 @@ def test_result_and_report_files_follow_the_umask(folder: Path, tmp_path: Path, 
     assert len(made) > 10
     for f in made:
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
+
+
+def test_differences_are_in_the_leaderboards_units():
+    from orchestrator.report.significance import Paired, _cell
+
+    # Shapley values are shown in pp in the leaderboard, so their difference is too (it was printed as
+    # a fraction, +0.1, for a 5 pp gain); ratios keep the leaderboard's 3 decimals
+    assert _cell("test/shapley/pix", Paired(3, 0.05, 0.2)) == "+5.0 pp (p 0.200)"
+    assert _cell("test/probe/acc/fou", Paired(3, -0.012, 0.0004)) == "-1.2 pp (p <0.001)***"
+    assert _cell("test/imbalance/score_ratio", Paired(3, -0.0512, None)) == "-0.051 (p –)"

@@ -79,9 +79,12 @@ def against_joint(board: DatasetBoard) -> dict[str, dict[str, Paired]]:
 def _cell(key: str, t: Paired) -> str:
     if t.n == 0:
         return "–"
-    scale, unit = (100.0, " pp") if "acc" in key.split("/") or "f1" in key.split("/") else (1.0, "")
+    from orchestrator.report.formatting import is_fraction
+
+    # the leaderboard's units: percentage points where the table shows percent, else 3 decimals
+    scale, digits, unit = (100.0, 1, " pp") if is_fraction(key) else (1.0, 3, "")
     p = "p –" if t.p is None else f"p {t.p:.3f}" if t.p >= 0.001 else "p <0.001"
-    return f"{t.diff * scale:+.1f}{unit} ({p}){t.stars}"
+    return f"{t.diff * scale:+.{digits}f}{unit} ({p}){t.stars}"
 
 
 def significance_markdown(lb: Leaderboard) -> str:
