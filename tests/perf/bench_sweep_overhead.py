@@ -6,14 +6,23 @@ not a test). With one small Ray instance (2 CPUs), for each number of trials N (
 * ``packed``: an mmbal sweep of N tiny ``joint`` trials (mfeat, ``--epochs``) against a plain Tune function
   trainable that reports the same number of epochs and does nothing else, and against one that also
   imports torch with Tune reusing its actor (what any PyTorch trial pays; mmbal packs with
-  ``reuse_actors``, a plain Tuner does not by default); mmbal's own trial compute
+  ``reuse_actors``, a plain Tuner does not by default), and against one that also builds a torch
+  optimizer (what any trial that trains pays: a process's first ``torch.optim`` optimizer imports
+  ``torch._dynamo``, about a second); mmbal's own trial compute
   (the same N configs run by ``run_trial`` in this process, no Ray) is subtracted from its wall time;
 * ``ddp``: one mmbal DDP trial (2 workers) against a plain Tune function trainable that fits a
   ``TorchTrainer`` of 2 workers reporting the same number of epochs and doing nothing else, wrapped the
-  way mmbal wraps it (``TuneReportCallback``); mmbal's compute is again subtracted (one local run).
+  way mmbal wraps it (``TuneReportCallback``), and against the same whose workers also build a torch
+  optimizer; mmbal's compute is again subtracted (one local run).
 
 The per-sweep cost is the wall time at the smallest N; the per-trial cost is the slope between the two N.
-One unmeasured sweep of each kind runs first (Ray's worker start-up and first imports).
+One unmeasured sweep of each kind runs first (Ray's worker start-up and first imports; for DDP a plain
+one, so that neither side pays the first read of Ray Train's files).
+
+mmbal's packages are byte-compiled first (``compileall``, into their ``__pycache__``), as pip and any first
+import leave them: where ``PYTHONDONTWRITEBYTECODE`` is set (this project's sandbox sets it) every new
+Ray worker would otherwise compile mmbal's sources again (~0.25 s a process) while torch and Ray load
+their installed bytecode. ``--no-precompile`` measures that case.
 """
 
 from __future__ import annotations
@@ -61,14 +70,18 @@ def _mmbal(root: Path, name: str, n: int, epochs: int, execution: dict) -> tuple
     return wall, time.perf_counter() - tic
 
 
-def _plain_tune(root: Path, name: str, n: int, epochs: int, like_mmbal: bool = False) -> float:
+def _plain_tune(root: Path, name: str, n: int, epochs: int, like_mmbal: bool = False, optimizer: bool = False) -> float:
     """A function trainable that only reports; ``like_mmbal``: it also imports torch (as any PyTorch trial
-    must) and Tune reuses its actor between trials (as mmbal's packed mode does)."""
+    must) and Tune reuses its actor between trials (as mmbal's packed mode does); ``optimizer``: it also
+    builds a torch optimizer, which any trial that trains does (the first ``Optimizer`` of a process
+    imports ``torch._dynamo``: torch wraps ``add_param_group`` in ``_disable_dynamo``; about a second)."""
     from ray import tune
 
     def trainable(config: dict) -> None:
         if like_mmbal:
-            import torch  # noqa: F401
+            import torch
+        if optimizer:
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         for e in range(epochs):
             tune.report({"epoch": e + 1})
 
@@ -86,11 +99,15 @@ def _plain_tune(root: Path, name: str, n: int, epochs: int, like_mmbal: bool = F
 def _worker_reports(config: dict) -> None:
     import ray.train
 
+    if config.get("optimizer"):
+        import torch
+
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     for e in range(config["epochs"]):
         ray.train.report({"epoch": e + 1})
 
 
-def _plain_ddp(root: Path, name: str, epochs: int) -> float:
+def _plain_ddp(root: Path, name: str, epochs: int, optimizer: bool = False) -> float:
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
@@ -99,7 +116,7 @@ def _plain_ddp(root: Path, name: str, epochs: int) -> float:
     def trainable(config: dict) -> None:
         TorchTrainer(
             _worker_reports,
-            train_loop_config={"epochs": epochs},
+            train_loop_config={"epochs": epochs, "optimizer": optimizer},
             scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
             run_config=ray.train.RunConfig(
                 name=f"{name}-{tune.get_context().get_trial_id()}",
@@ -122,7 +139,16 @@ def main() -> None:
     ap.add_argument("--trials", type=int, nargs=2, default=[1, 3])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--no-precompile", action="store_true", help="leave mmbal's bytecode as it is")
     args = ap.parse_args()
+    if not args.no_precompile:
+        import compileall
+
+        import orchestrator
+        import trainables
+
+        for pkg in (orchestrator, trainables):
+            compileall.compile_dir(Path(pkg.__file__).parent, quiet=1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -135,31 +161,43 @@ def main() -> None:
         for n in args.trials:
             plain = _plain_tune(root, f"plain-{n}", n, args.epochs)
             torch_floor = _plain_tune(root, f"plain-torch-{n}", n, args.epochs, like_mmbal=True)
+            optim_floor = _plain_tune(root, f"plain-optim-{n}", n, args.epochs, like_mmbal=True, optimizer=True)
             wall, compute = _mmbal(root, f"packed-{n}", n, args.epochs, {"mode": "packed", "max_concurrent": 1})
-            rows.append(("packed", n, plain, torch_floor, wall, compute))
+            rows.append(("packed", n, plain, torch_floor, optim_floor, wall, compute))
             print("ROW", rows[-1], flush=True)
         if not args.skip_ddp:
+            _plain_ddp(root, "warmup-ddp", args.epochs)  # Ray Train's first start: not counted
             plain = _plain_ddp(root, "plain-ddp", args.epochs)
+            optim_floor = _plain_ddp(root, "plain-ddp-optim", args.epochs, optimizer=True)
             ddp = {"mode": "ddp", "num_workers": 2, "cpus_per_worker": 1}
             wall, compute = _mmbal(root, "ddp-1", 1, args.epochs, ddp)
-            rows.append(("ddp", 1, plain, float("nan"), wall, compute))
+            rows.append(("ddp", 1, plain, float("nan"), optim_floor, wall, compute))
             print("ROW", rows[-1], flush=True)
     ray.shutdown()
-    head = "| mode | trials | plain Ray s | plain + torch import, reused actors s | mmbal s | mmbal compute s |"
-    print(f"{head} mmbal - compute s | ratio to plain | ratio to plain + torch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for mode, n, plain, floor, wall, compute in rows:
+    print(
+        "| mode | trials | plain Ray s | plain + torch import, reused actors s | + an optimizer s | mmbal s | "
+        "mmbal compute s | mmbal - compute s | ratio to plain | ratio to plain + torch | ratio to + optimizer |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, n, plain, floor, optim, wall, compute in rows:
         over = wall - compute
         print(
-            f"| {mode} | {n} | {plain:.1f} | {floor:.1f} | {wall:.1f} | {compute:.1f} | {over:.1f} | "
-            f"{over / plain:.2f} | {over / floor:.2f} |"
+            f"| {mode} | {n} | {plain:.1f} | {floor:.1f} | {optim:.1f} | {wall:.1f} | {compute:.1f} | {over:.1f} | "
+            f"{over / plain:.2f} | {over / floor:.2f} | {over / optim:.2f} |"
         )
     packed = [r for r in rows if r[0] == "packed"]
     if len(packed) == 2:
-        (_, n0, p0, f0, w0, c0), (_, n1, p1, f1, w1, c1) = packed
-        per = [(p1 - p0) / (n1 - n0), (f1 - f0) / (n1 - n0), ((w1 - c1) - (w0 - c0)) / (n1 - n0)]
-        print(f"per packed trial: plain {per[0]:.2f} s, plain + torch {per[1]:.2f} s, mmbal {per[2]:.2f} s")
-        print(f"per sweep (N={n0}): plain {p0:.1f} s, plain + torch {f0:.1f} s, mmbal {w0 - c0:.1f} s")
+        (_, n0, p0, f0, o0, w0, c0), (_, n1, p1, f1, o1, w1, c1) = packed
+        d = n1 - n0
+        per = [(p1 - p0) / d, (f1 - f0) / d, (o1 - o0) / d, ((w1 - c1) - (w0 - c0)) / d]
+        print(
+            f"per packed trial: plain {per[0]:.2f} s, plain + torch {per[1]:.2f} s, + optimizer {per[2]:.2f} s, "
+            f"mmbal {per[3]:.2f} s"
+        )
+        print(
+            f"per sweep (N={n0}): plain {p0:.1f} s, plain + torch {f0:.1f} s, + optimizer {o0:.1f} s, "
+            f"mmbal {w0 - c0:.1f} s"
+        )
 
 
 if __name__ == "__main__":
