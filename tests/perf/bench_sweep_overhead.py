@@ -8,7 +8,8 @@ Run: ``python tests/perf/bench_sweep_overhead.py [--trials 1 3] [--epochs 2] [--
   imports torch with Tune reusing its actor (what any PyTorch trial pays; mmbal packs with
   ``reuse_actors``, a plain Tuner does not by default), and against one that also builds a torch
   optimizer (what any trial that trains pays: a process's first ``torch.optim`` optimizer imports
-  ``torch._dynamo``, about a second); mmbal's own trial compute
+  ``torch._dynamo``, about a second), and against one that also sends a checkpoint with each report
+  (0.5 MB, as mmbal's default ``checkpoint.every: 1`` does); mmbal's own trial compute
   (the same N configs run by ``run_trial`` in this process, no Ray) is subtracted from its wall time;
 * ``ddp``: one mmbal DDP trial (2 workers) against a plain Tune function trainable that fits a
   ``TorchTrainer`` of 2 workers reporting the same number of epochs and doing nothing else, wrapped the
