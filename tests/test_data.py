@@ -24,6 +24,26 @@ def test_stratified_split_is_stratified_disjoint_and_seeded():
         stratified_split(labels, {"train": 11}, seed=0)
 
 
+def test_mfeat_asset_is_read_once_and_shared_read_only():
+    """The decompressed asset is cached per process: the views are shared (read-only, so a trial cannot
+    change the next one's data), the labels are each caller's own copy, and two builds are equal."""
+    views, labels = load_views()
+    again, labels2 = load_views()
+    assert all(again[v] is x for v, x in views.items())
+    with pytest.raises(ValueError):
+        views["fou"][0, 0] = 1.0
+    labels[0] = 99
+    assert labels2[0] != 99 and load_views()[1][0] != 99
+    cfg = resolve({"dataset": "mfeat", "data": {"train_per_class": 2}})
+    a, b = (DATASETS.get("mfeat")().build(cfg.data_params, None, 0) for _ in range(2))
+    for split in ("train", "val", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert x.labels.equal(y.labels)
+        assert all(x.inputs[m].equal(y.inputs[m]) for m in a.modalities)
+        x.inputs["fou"].add_(1.0)  # the built tensors are the trial's own: editing them leaves the asset alone
+    assert not a.train.inputs["fou"].equal(DATASETS.get("mfeat")().build(cfg.data_params, None, 0).train.inputs["fou"])
+
+
 def test_mfeat_asset_is_the_uci_data():
     views, labels = load_views()
     dims = {v: x.shape for v, x in views.items()}

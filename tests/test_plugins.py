@@ -149,6 +149,24 @@ def test_entry_point_group_registers_an_installed_package(tmp_path, monkeypatch)
     assert "ep_smooth_joint" in METHODS
 
 
+def test_entry_points_are_scanned_again_only_when_sys_path_changes(tmp_path, monkeypatch):
+    """A packed Ray actor loads the entry points before each trial; the metadata scan runs once per sys.path."""
+    scans = []
+
+    def counting(group):
+        scans.append(group)
+        return []
+
+    monkeypatch.setattr(plugins, "entry_points", counting)
+    monkeypatch.setattr(plugins, "_SCANNED", None)
+    plugins.load_entry_points()
+    plugins.load_entry_points()
+    assert scans == [plugins.GROUP]
+    monkeypatch.syspath_prepend(str(tmp_path))  # a new folder may hold a new distribution
+    plugins.load_entry_points()
+    assert scans == [plugins.GROUP] * 2
+
+
 @pytest.mark.parametrize(
     "source,needle",
     [

@@ -77,9 +77,23 @@ def _root(module: Any, name: str) -> str | None:
     return str(path.parents[depth])
 
 
+# the entry points found for one sys.path: scanning every installed distribution's metadata takes tens
+# of milliseconds, which a packed Ray actor would pay again for each trial it runs
+_SCANNED: tuple[tuple[str, ...], Any] | None = None
+
+
+def _entry_points() -> Any:
+    """``entry_points(group=GROUP)``, scanned again only when ``sys.path`` changed."""
+    global _SCANNED
+    key = tuple(sys.path)
+    if _SCANNED is None or _SCANNED[0] != key:
+        _SCANNED = (key, entry_points(group=GROUP))
+    return _SCANNED[1]
+
+
 def load_entry_points() -> None:
     """Load every installed ``mmbal.plugins`` entry point (once per process)."""
-    for ep in entry_points(group=GROUP):
+    for ep in _entry_points():
         if f"ep:{ep.name}" in _LOADED:
             continue
         try:

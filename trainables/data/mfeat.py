@@ -13,6 +13,7 @@ DOI 10.24432/C5HC70, CC BY 4.0. The values were taken once from the CSV copies s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 
@@ -55,11 +56,25 @@ class MFeatParams:
 
 
 def load_views() -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """All six views (float32, ``[2000, d]``) and the labels (int64)."""
+    """All six views (float32, ``[2000, d]``, read-only) and the labels (int64, a fresh copy).
+
+    The asset is decompressed once per process (:func:`_asset`): packed trials in a reused Ray actor
+    and repeated ``run_trial`` calls would otherwise spend more time reading it than training a tiny
+    trial. The views are shared between calls, so they are marked read-only (an in-place edit raises
+    instead of changing the next trial's data); :meth:`MFeat.build` only reads them.
+    """
+    views, labels = _asset()
+    return dict(views), labels.copy()
+
+
+@functools.cache
+def _asset() -> tuple[dict[str, np.ndarray], np.ndarray]:
     with resources.files("trainables.data").joinpath("assets/mfeat.npz").open("rb") as fh:
         npz = np.load(fh)
         views = {v: npz[v].astype(np.float32) for v in VIEWS}
         labels = npz["label"].astype(np.int64)
+    for x in (*views.values(), labels):
+        x.setflags(write=False)
     return views, labels
 
 

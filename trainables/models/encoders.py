@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torchvision
 from torch import nn
 
 from trainables.registry import Registry
@@ -91,6 +90,10 @@ class ResNet18Encoder(_FramePooled):
 
     def __init__(self, shape: tuple[int, ...], feature_dim: int = 512) -> None:
         super().__init__()
+        # imported here: torchvision pulls in torch._dynamo (seconds on a busy machine), which a trial
+        # without a ResNet (mfeat's MLPs, a packed sweep's fresh actor) should not pay
+        import torchvision
+
         in_ch = shape[-3] if len(shape) >= 3 else 1
         net = torchvision.models.resnet18(weights=None)
         if in_ch != 3:
