@@ -69,6 +69,23 @@ def test_packed_trials_match_a_local_run(tmp_path):
     assert local["val/acc/pix"] == pytest.approx(t0.summary["val/acc/pix"], abs=1e-9)
 
 
+@pytest.mark.parametrize("tune_loggers", [False, True])
+def test_tune_loggers_option_reaches_tune(tmp_path, tune_loggers):
+    """``execution.tune_loggers`` on: Tune writes its JSON/CSV/TensorBoard files into each trial's folder in
+    Ray's storage; off (the default): none of them, and mmbal's own results are the same."""
+    execution = {"mode": "packed", "max_failures": 0, "tune_loggers": tune_loggers}
+    sweep = parse_sweep(raw(tmp_path, f"loggers-{tune_loggers}", epochs=1, execution=execution))
+    assert list(run_sweep(sweep)["status"].values()) == ["completed"]
+    (trial,) = iter_trials(sweep.results_dir)
+    assert trial.completed and [r["epoch"] for r in trial.history] == [1]
+    tune_dir = sweep.results_dir / "_ray" / sweep.experiment / trial.trial_id
+    assert tune_dir.is_dir()
+    written = {p.name for p in tune_dir.iterdir() if p.is_file()}
+    tune_files = {"progress.csv", "result.json", "params.json", "params.pkl"}
+    assert (tune_files <= written) if tune_loggers else not (tune_files & written), written
+    assert any(n.startswith("events.out.tfevents") for n in written) == tune_loggers
+
+
 def test_asha_stops_the_bad_trials_early(tmp_path):
     lrs = [0.2, 1e-6, 1e-6, 1e-6]
     sweep = parse_sweep(
