@@ -20,6 +20,7 @@ from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 from trainables.params import knob
 
+
 @dataclass(frozen=True)
 class ExecutionSpec:
     mode: Literal["local", "packed", "ddp"] = knob(
