@@ -81,3 +81,5 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path):
     for tid, mtime in done_before.items():  # finished trials were not rerun
         assert (trials_dir / tid / "summary.json").stat().st_mtime_ns == mtime
     assert json.loads((trials_dir / trials[0].trial_id / "config.json").read_text())["_meta"]["experiment"] == "resume"
+    # the restored run kept Tune's own loggers off (execution.tune_loggers defaults to false; Tune stores callbacks)
+    assert not list((tmp_path / "results" / "resume" / "_ray").rglob("progress.csv"))

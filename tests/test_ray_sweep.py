@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -67,6 +68,27 @@ def test_packed_trials_match_a_local_run(tmp_path):
     local = run_trial({k: v for k, v in t0.config.items() if k != "_meta"}, JsonlReporter(tmp_path / "local"))
     assert local["test/acc"] == pytest.approx(t0.summary["test/acc"], abs=1e-9)
     assert local["val/acc/pix"] == pytest.approx(t0.summary["val/acc/pix"], abs=1e-9)
+
+
+@pytest.mark.parametrize("tune_loggers", [False, True])
+def test_tune_loggers_option_reaches_tune(tmp_path, tune_loggers):
+    """``execution.tune_loggers`` on: Tune writes its JSON/CSV/TensorBoard files into each trial's folder in
+    Ray's storage; off (the default): none of them, and mmbal's own results are the same."""
+    execution = {"mode": "packed", "max_failures": 0, "tune_loggers": tune_loggers}
+    sweep = parse_sweep(raw(tmp_path, f"loggers-{tune_loggers}", epochs=1, execution=execution))
+    assert list(run_sweep(sweep)["status"].values()) == ["completed"]
+    (trial,) = iter_trials(sweep.results_dir)
+    assert trial.completed and [r["epoch"] for r in trial.history] == [1]
+    tune_dir = sweep.results_dir / "_ray" / sweep.experiment / trial.trial_id
+    assert tune_dir.is_dir()
+    written = {p.name for p in tune_dir.iterdir() if p.is_file()}
+    tune_files = {"progress.csv", "result.json", "params.json", "params.pkl"}
+    assert (tune_files <= written) if tune_loggers else not (tune_files & written), written
+    assert any(n.startswith("events.out.tfevents") for n in written) == tune_loggers
+    # Tune's warning that its result table found none of its loggers' files is dropped (mmbal reads its own)
+    warning = "Failed to fetch metrics for 1 trial(s):"
+    record = logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING, "", 0, warning, None, None)
+    assert not logging.getLogger(record.name).filter(record)
 
 
 def test_asha_stops_the_bad_trials_early(tmp_path):

@@ -34,14 +34,21 @@ def unfinished_trials(grid: Any) -> set[str]:
 
 
 class _DropTuneHints(logging.Filter):
-    """Tune's restore hint and its list of incomplete trials: mmbal prints its own resume command."""
+    """Tune's restore hint and its list of incomplete trials: mmbal prints its own resume command. And
+    the warning that Tune's result table could not read its loggers' files (``progress.csv``,
+    ``result.json``): with ``execution.tune_loggers: false`` there are none, and mmbal reads its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not ("has been interrupted" in msg or msg.startswith("Trials did not complete"))
+        return not (
+            "has been interrupted" in msg
+            or msg.startswith("Trials did not complete")
+            or msg.startswith("Failed to fetch metrics for")
+        )
 
 
 def quiet_tune_hints() -> None:
-    logger = logging.getLogger("ray.tune.tune")
-    if not any(isinstance(f, _DropTuneHints) for f in logger.filters):
-        logger.addFilter(_DropTuneHints())
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTuneHints) for f in logger.filters):
+            logger.addFilter(_DropTuneHints())

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
 from orchestrator.results import SUMMARY_KEY, ResultsWriter, summary_status
 from orchestrator.run.ddp import ddp_trainable
@@ -67,6 +68,60 @@ class ResultsCallback(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.close()
+
+
+class _Inert:
+    """A logger callback that writes nothing (first in the MRO: its methods win over the logger's)."""
+
+    _SAVED_FILE_TEMPLATES: list[str] = []
+
+    def __init__(self) -> None:  # the loggers set up files / import tensorboardX: nothing to set up here
+        pass
+
+    def log_trial_start(self, trial: Any) -> None:
+        pass
+
+    def log_trial_restore(self, trial: Any) -> None:
+        pass
+
+    def log_trial_save(self, trial: Any) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        pass
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        pass
+
+    def update_config(self, trial: Any, config: dict) -> None:
+        pass
+
+
+class _NoCSV(_Inert, CSVLoggerCallback):
+    pass
+
+
+class _NoJson(_Inert, JsonLoggerCallback):
+    pass
+
+
+class _NoTBX(_Inert, TBXLoggerCallback):
+    pass
+
+
+def no_tune_loggers() -> list[tune.Callback]:
+    """Stand-ins for Tune's default loggers that write nothing (``execution.tune_loggers: false``).
+
+    ``Tuner.fit`` adds a CSV, a JSON and a TensorBoardX logger callback unless the run's callbacks hold
+    one of each kind already (``ray.tune.utils.callback._create_default_callbacks``, Ray 2.60; one object
+    counts for one kind only): these three suppress them for this Tuner alone (the process-wide switch
+    is the environment variable ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``). Tune stores the run's callbacks
+    with its experiment state, so a ``--resume`` keeps the choice the run was started with. The
+    loggers' files (``progress.csv``, ``result.json``, ``params.json``, ``events.out.tfevents.*`` in each
+    trial's folder in Ray's storage) are read by nothing in mmbal: reports, W&B and resume use the
+    results folder and Tune's experiment state.
+    """
+    return [_NoCSV(), _NoJson(), _NoTBX()]
 
 
 def storage_path(sweep: Sweep) -> str:
@@ -205,7 +260,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=k.experiment,
             storage_path=storage_path(sweep),
-            callbacks=[ResultsCallback(writer), *callbacks],
+            callbacks=[ResultsCallback(writer), *callbacks, *([] if k.execution.tune_loggers else no_tune_loggers())],
             verbose=None if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=k.execution.max_failures),
             # PBT copies other trials' checkpoints: keeping too few lets them vanish before the copy

@@ -18,7 +18,10 @@ Run: ``python tests/perf/bench_sweep_overhead.py [--trials 1 3] [--epochs 2] [--
 
 The per-sweep cost is the wall time at the smallest N; the per-trial cost is the slope between the two N,
 and (less moved by other load on the machine) the median gap between consecutive trial ends at the larger N
-(for mmbal less its median local compute of one trial). ``--rounds R`` repeats the packed part R times and
+(for mmbal less its median local compute of one trial). ``--tune-loggers both`` (the default) runs each
+mmbal sweep twice, with Tune's JSON/CSV/TensorBoardX loggers (``execution.tune_loggers: true``) and
+without (``false``), alternating which goes first; ``on``/``off`` runs one (the floors keep Tune's
+default loggers, as a plain Tuner has them). ``--rounds R`` repeats the packed part R times and
 reports medians: on a shared machine single sweeps vary by seconds.
 One unmeasured sweep of each kind runs first (Ray's worker start-up and first imports; for DDP a plain
 one, so that neither side pays the first read of Ray Train's files).
@@ -51,7 +54,7 @@ def _raw(root: Path, name: str, n: int, epochs: int, execution: dict) -> dict:
         "model": {"feature_dim": 16},
         "loader": {"batch_size": 16},
         "tracking": "none",
-        "execution": {"max_failures": 0, **execution},
+        "execution": {"max_failures": 0, "tune_loggers": True, **execution},
         "methods": {"joint": {}},
     }
 
@@ -185,6 +188,7 @@ def _plain_ddp(root: Path, name: str, epochs: int, optimizer: bool = False) -> f
     return time.perf_counter() - tic
 
 
+LOGGERS = {"on": ("mmbal",), "off": ("mmbal, loggers off",), "both": ("mmbal", "mmbal, loggers off")}
 FLOORS = ("plain Ray", "plain + torch import, reused actors", "+ an optimizer", "+ a checkpoint per epoch")
 
 
@@ -202,6 +206,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the packed part; medians are reported")
     ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--tune-loggers", choices=sorted(LOGGERS), default="both", help="mmbal's execution.tune_loggers")
     ap.add_argument("--no-precompile", action="store_true", help="leave mmbal's bytecode as it is")
     args = ap.parse_args()
     if not args.no_precompile:
@@ -235,41 +240,48 @@ def main() -> None:
                     name = f"{floor}-{n}-{r}"
                     add(floor, n, _plain_tune(root, name, n, args.epochs, **kw))
                     add(f"steady {floor}", n, _steady(name))
-                name = f"packed-{n}-{r}"
-                wall, compute = _mmbal(root, name, n, args.epochs, {"mode": "packed", "max_concurrent": 1})
-                add("mmbal", n, wall - compute)
-                add("mmbal compute", n, compute)
-                add("steady mmbal", n, _steady(name) - _median(COMPUTE[name][1:]))
+                for mine in LOGGERS[args.tune_loggers][:: -1 if r % 2 else 1]:
+                    name = f"packed-{n}-{r}-{mine.replace(' ', '').replace(',', '')}"
+                    spec = {"mode": "packed", "max_concurrent": 1, "tune_loggers": mine == "mmbal"}
+                    wall, compute = _mmbal(root, name, n, args.epochs, spec)
+                    add(mine, n, wall - compute)
+                    add(f"{mine} compute", n, compute)
+                    add(f"steady {mine}", n, _steady(name) - _median(COMPUTE[name][1:]))
                 print("ROUND", r, n, {k[0]: round(v[-1], 2) for k, v in got.items() if k[1] == n}, flush=True)
         if not args.skip_ddp:
             _plain_ddp(root, "warmup-ddp", args.epochs)  # Ray Train's first start: not counted
             plain = _plain_ddp(root, "plain-ddp", args.epochs)
             optim_floor = _plain_ddp(root, "plain-ddp-optim", args.epochs, optimizer=True)
-            spec = {"mode": "ddp", "num_workers": 2, "cpus_per_worker": 1}
-            wall, compute = _mmbal(root, "ddp-1", 1, args.epochs, spec)
-            ddp = (plain, optim_floor, wall, compute)
+            ddp = (plain, optim_floor, {})
+            for mine in LOGGERS[args.tune_loggers]:
+                spec = {"mode": "ddp", "num_workers": 2, "cpus_per_worker": 1, "tune_loggers": mine == "mmbal"}
+                ddp[2][mine] = _mmbal(root, f"ddp-1-{len(ddp[2])}", 1, args.epochs, spec)
     ray.shutdown()
     med = {k: _median(v) for k, v in got.items()}
     print(f"\nmedians of {args.rounds} round(s), seconds (mmbal: wall less its compute run locally)")
-    print(f"| | {' | '.join(FLOORS)} | mmbal | mmbal / each floor |")
-    print("|---|" + "---:|" * (len(FLOORS) + 1) + "---|")
+    mines = LOGGERS[args.tune_loggers]
+    print(f"| | {' | '.join(FLOORS + mines)} | {' | '.join(f'{m} / each floor' for m in mines)} |")
+    print("|---|" + "---:|" * (len(FLOORS) + len(mines)) + "---|" * len(mines))
 
-    def line(label: str, values: list[float], mine: float, fmt: str = ".1f") -> None:
-        ratios = " / ".join(f"{mine / v:.2f}" for v in values)
-        print(f"| {label} | {' | '.join(format(v, fmt) for v in values)} | {format(mine, fmt)} | {ratios} |")
+    def line(label: str, values: list[float], mine: list[float], fmt: str = ".1f") -> None:
+        ratios = " | ".join(" / ".join(f"{m / v:.2f}" for v in values) for m in mine)
+        print(f"| {label} | {' | '.join(format(v, fmt) for v in values + mine)} | {ratios} |")
 
     for n in args.trials:
-        line(f"sweep of {n} packed trial(s)", [med[(f, n)] for f in FLOORS], med[("mmbal", n)])
+        line(f"sweep of {n} packed trial(s)", [med[(f, n)] for f in FLOORS], [med[(m, n)] for m in mines])
     d = n1 - n0
     slope = [(med[(f, n1)] - med[(f, n0)]) / d for f in FLOORS]
-    line("per extra packed trial (slope)", slope, (med[("mmbal", n1)] - med[("mmbal", n0)]) / d, ".2f")
+    line("per extra packed trial (slope)", slope, [(med[(m, n1)] - med[(m, n0)]) / d for m in mines], ".2f")
     steady = [med[(f"steady {f}", n1)] for f in FLOORS]
-    line(f"per packed trial (median gap between trial ends, N={n1})", steady, med[("steady mmbal", n1)], ".2f")
+    mine_steady = [med[(f"steady {m}", n1)] for m in mines]
+    line(f"per packed trial (median gap between trial ends, N={n1})", steady, mine_steady, ".3f")
     if ddp is not None:
-        plain, optim_floor, wall, compute = ddp
+        plain, optim_floor, runs = ddp
         print(f"\nDDP, 1 trial of 2 workers: plain TorchTrainer-in-Tune {plain:.1f} s, workers building an ", end="")
-        print(f"optimizer {optim_floor:.1f} s, mmbal {wall - compute:.1f} s (wall {wall:.1f} less compute ", end="")
-        print(f"{compute:.1f}): {(wall - compute) / plain:.2f} / {(wall - compute) / optim_floor:.2f}")
+        print(f"optimizer {optim_floor:.1f} s")
+        for m, (wall, compute) in runs.items():
+            print(f"  {m}: {wall - compute:.1f} s (wall {wall:.1f} less compute {compute:.1f}): ", end="")
+            print(f"{(wall - compute) / plain:.2f} / {(wall - compute) / optim_floor:.2f}")
 
 
 if __name__ == "__main__":
