@@ -234,3 +234,11 @@ def backward_and_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> N
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+def gradients_or_zeros(
+    loss: torch.Tensor, params: Sequence[nn.Parameter], retain_graph: bool = False
+) -> list[torch.Tensor]:
+    """``d loss / d p`` for each of ``params`` (``torch.autograd.grad``, nothing accumulated in ``.grad``),
+    zeros where the loss does not reach ``p``."""
+    grads = torch.autograd.grad(loss, list(params), retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]

@@ -112,7 +112,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from math import exp
+from math import exp, log
 from typing import Any, Literal
 
 import torch
@@ -128,6 +128,7 @@ from trainables.methods.base import (
     StepState,
     StepStats,
     backward_and_step,
+    gradients_or_zeros,
     register_method,
 )
 from trainables.models.classifier import ModelSpec
@@ -180,7 +181,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """Batch-mean Jensen-Shannon divergence between the softmax distributions of two logit tensors."""
     lp, lq = p_logits.float().log_softmax(1), q_logits.float().log_softmax(1)
-    lm = torch.logsumexp(torch.stack([lp, lq]), 0) - torch.log(torch.tensor(2.0))
+    lm = torch.logsumexp(torch.stack([lp, lq]), 0) - log(2.0)
     kl_p, kl_q = (lp.exp() * (lp - lm)).sum(1), (lq.exp() * (lq - lm)).sum(1)  # KL(p || m), KL(q || m)
     return 0.5 * (kl_p + kl_q).mean()
 
@@ -225,10 +226,7 @@ def fitted_alpha(epoch: int, epochs: int) -> float:
 
 def flat_grad(loss: torch.Tensor, params: list[nn.Parameter], retain_graph: bool = False) -> torch.Tensor:
     """``d loss / d params`` as one flat vector (zeros for parameters the loss does not reach)."""
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    return torch.cat(
-        [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
-    )
+    return torch.cat([g.reshape(-1) for g in gradients_or_zeros(loss, params, retain_graph)])
 
 
 def alpha_update(

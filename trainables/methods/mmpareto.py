@@ -50,6 +50,7 @@ from trainables.methods.base import (
     Optimizers,
     StepState,
     StepStats,
+    gradients_or_zeros,
     register_method,
 )
 from trainables.models.classifier import Encoded, ModelSpec
@@ -106,11 +107,6 @@ class MMParetoModel(Encoded):
         return ModelOutput(logits=fused, modality_logits=per, features=feats)
 
 
-def _grads(loss: torch.Tensor, params: list[nn.Parameter], retain: bool) -> list[torch.Tensor]:
-    grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-
-
 @register_method("mmpareto")
 class MMPareto(BalancingMethod):
     """Fused + unimodal losses; each encoder's two gradients integrated by MMPareto."""
@@ -132,7 +128,7 @@ class MMPareto(BalancingMethod):
         enc = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in mods}
         head = [p for p in model.head.parameters() if p.requires_grad]
         flat_enc = [p for m in mods for p in enc[m]]
-        g_mm = _grads(loss_mm, flat_enc + head, retain=True)
+        g_mm = gradients_or_zeros(loss_mm, flat_enc + head, retain_graph=True)
         g_mm_enc, g_head = g_mm[: len(flat_enc)], g_mm[len(flat_enc) :]
         optimizers["main"].zero_grad(set_to_none=True)
         for p, g in zip(head, g_head, strict=True):
@@ -141,7 +137,7 @@ class MMPareto(BalancingMethod):
         start = 0
         for i, m in enumerate(mods):
             uni = list(model.uni_heads[m].parameters())
-            g_u = _grads(loss_u[m], enc[m] + uni, retain=i < len(mods) - 1)
+            g_u = gradients_or_zeros(loss_u[m], enc[m] + uni, retain_graph=i < len(mods) - 1)
             g_m, g_u_enc = g_mm_enc[start : start + len(enc[m])], g_u[: len(enc[m])]
             start += len(enc[m])
             for p, g in zip(uni, g_u[len(enc[m]) :], strict=True):
