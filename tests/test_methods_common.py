@@ -62,3 +62,24 @@ def test_reports_the_metric_schema(tmp_path, name):
         assert key in summary, key
     for m in set(summary["modalities"]) - set(encoded):  # no per-modality number for a modality never seen
         assert f"val/acc/{m}" not in summary and "val/imbalance/score_ratio" not in summary
+
+
+DROP_HEAD = [n for n in ALL if METHODS.get(n).missing_scheme == "drop-head"]
+
+
+@pytest.mark.parametrize("name", DROP_HEAD)
+@torch.no_grad()
+def test_drop_head_zeroes_the_absent_input_and_fuses_only_the_present_heads(name):
+    from trainables.models.classifier import mask_inputs
+
+    trial = build_trial(resolve(tiny_config(name)), Runtime.local("cpu"))
+    method, model = trial.method, trial.model
+    model.eval()
+    inputs = trial.to_device(next(iter(trial.test_loader)))["inputs"]
+    kept, gone = model.modalities[0], model.modalities[1]
+    out = method.predict(model, inputs, present=[kept])
+    masked = model(mask_inputs(inputs, [kept]))  # what the model sees with the absent input zeroed
+    assert torch.equal(out.modality_logits[gone], masked.modality_logits[gone])
+    assert torch.allclose(out.logits, method.fuse_heads({kept: masked.modality_logits[kept]}, masked))
+    everything = method.predict(model, inputs)
+    assert not torch.allclose(out.logits, everything.logits)  # the absent head left the fusion

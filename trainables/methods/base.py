@@ -163,14 +163,26 @@ class BalancingMethod:
 
         Args:
             present: modalities available, handled by the method's ``missing_scheme``: ``zero-input``
-                (the default: the others' inputs are zeroed) and ``zero-feature`` (the others' encoder
-                features are zeroed before the head) are handled here. ``None`` means all present.
+                (the default: the others' inputs are zeroed), ``zero-feature`` (the others' encoder
+                features are zeroed before the head) and ``drop-head`` (the others' inputs are zeroed
+                and :meth:`fuse_heads` fuses the present modalities' heads) are handled here. ``None``
+                means all present.
         """
         if self.missing_scheme == "zero-feature":
             return predict_zero_feature(model, inputs, self.present_modalities(present))
         if present is not None:
             inputs = mask_inputs(inputs, present)
-        return model(inputs)
+        out = model(inputs)
+        if self.missing_scheme == "drop-head":
+            out.logits = self.fuse_heads({m: out.modality_logits[m] for m in self.present_modalities(present)}, out)
+        return out
+
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        """``drop-head`` methods: the test-time prediction from the present modalities' logits ``heads``
+        (dataset order; empty when none is present) and the model's full output ``out`` (its inputs
+        already zeroed for the absent modalities). Used for every evaluation, all modalities present or not.
+        """
+        raise NotImplementedError(f"{self.name}: a drop-head method defines fuse_heads")
 
     def present_modalities(self, present: Collection[str] | None) -> list[str]:
         """The trial's modalities that are present, in dataset order (all of them for ``None``)."""
@@ -234,6 +246,7 @@ def backward_and_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> N
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
 
 def gradients_or_zeros(
     loss: torch.Tensor, params: Sequence[nn.Parameter], retain_graph: bool = False

@@ -47,7 +47,6 @@ modalities must have one size (the shared head and the dimension indices are com
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +67,7 @@ from trainables.methods.base import (
     backward_and_step,
     register_method,
 )
-from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.fusion import build_fusion
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
@@ -246,17 +245,11 @@ class DIMML(BalancingMethod):
         backward_and_step(optimizers["main"], loss)
         return {"loss": loss.detach(), **out}
 
-    @torch.no_grad()
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        # Missing modalities: the absent ones' inputs are zeroed (the common scheme) and their
-        # unimodal heads leave the certainty vote (our choice: a zeroed input should not vote); the
-        # fusion head (stage 2) still votes, on zeroed features of the absent modalities.
-        keep = self.present_modalities(present)
-        out = model(inputs if present is None else mask_inputs(inputs, keep))
-        heads = [out.modality_logits[m] for m in keep] + ([out.logits] if self.stage == 2 else [])
-        return ModelOutput(certainty_fusion(heads, self.params.fusion_temperature), out.modality_logits, out.features)
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        # Missing modalities: the absent ones' unimodal heads leave the certainty vote (our choice: a
+        # zeroed input should not vote); the fusion head (stage 2) still votes, on zeroed features.
+        votes = list(heads.values()) + ([out.logits] if self.stage == 2 else [])
+        return certainty_fusion(votes, self.params.fusion_temperature)
 
     def on_epoch_start(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         self.stage = 2 if ctx.epoch >= self.stage1_epochs else 1

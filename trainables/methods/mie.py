@@ -84,7 +84,6 @@ without a recipe-specific stage length. (More stage-mode one-knob variants: /wor
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,7 +110,7 @@ from trainables.methods.base import (
     cross_entropy,
     register_method,
 )
-from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
 from trainables.runtime import sum_over_ranks
@@ -331,13 +330,8 @@ class MIE(BalancingMethod):
         opt.step()
         return stats
 
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        keep = self.present_modalities(present)
-        out = model(mask_inputs(inputs, keep))
-        out.logits = mean_softmax_logits([out.modality_logits[m] for m in keep])
-        return out
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        return mean_softmax_logits(list(heads.values()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"P": {m: [t.detach().clone() for t in ps] for m, ps in self.P.items()}}

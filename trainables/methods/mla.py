@@ -55,7 +55,6 @@ must give features of the same size, since one head reads them all.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,7 +72,7 @@ from trainables.methods.base import (
     cross_entropy,
     register_method,
 )
-from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
 from trainables.runtime import pooled_mean
@@ -232,13 +231,8 @@ class MLA(BalancingMethod):
         fixed = dict(zip(self.ctx.modalities, self.params.fixed_weights or [1.0 / n] * n, strict=True))
         return sum(fixed[m] * z for m, z in logits.items())
 
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        keep = self.present_modalities(present)
-        out = model(mask_inputs(inputs, keep))
-        out.logits = self.fuse({m: out.modality_logits[m] for m in keep})
-        return out
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        return self.fuse(heads)
 
     def state_dict(self) -> dict[str, Any]:
         return {"P": None if self.P is None else self.P.detach().clone()}

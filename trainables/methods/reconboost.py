@@ -100,7 +100,7 @@ from trainables.methods.base import (
     StepStats,
     register_method,
 )
-from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import check_bounds, knob
 
@@ -234,13 +234,8 @@ class ReconBoost(BalancingMethod):
             stats["reconboost/consolidate"] = cons.detach()
         return loss, stats
 
-    @torch.no_grad()
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        keep = self.present_modalities(present)
-        out = model(inputs if present is None else mask_inputs(inputs, keep))
-        return ModelOutput(sum(out.modality_logits[m] for m in keep), out.modality_logits, out.features)
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        return sum(heads.values(), torch.zeros_like(out.logits))  # the ensemble of the present learners
 
     def on_epoch_end(self, model: MultimodalModel, ctx: EpochContext) -> dict[str, float]:
         bpe = len(ctx.train_loader)

@@ -58,7 +58,6 @@ case the paper gives UME for.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,7 +76,7 @@ from trainables.methods.base import (
     backward_and_step,
     register_method,
 )
-from trainables.models.classifier import Encoded, ModelSpec, mask_inputs
+from trainables.models.classifier import Encoded, ModelSpec
 from trainables.models.output import ModelOutput, MultimodalModel
 from trainables.params import knob
 
@@ -158,11 +157,6 @@ class UME(BalancingMethod):
             stats[f"ume/ce/{m}"] = lm.detach()
         return stats
 
-    def predict(
-        self, model: MultimodalModel, inputs: dict[str, torch.Tensor], present: Collection[str] | None = None
-    ) -> ModelOutput:
-        keep = self.present_modalities(present)
-        out = model(inputs if present is None else mask_inputs(inputs, keep))
-        voters = keep or self.ctx.modalities  # nothing present: all inputs zeroed, all vote (a constant guess)
-        out.logits = ensemble({m: out.modality_logits[m] for m in voters}, self.weights, self.params.combine)
-        return out
+    def fuse_heads(self, heads: dict[str, torch.Tensor], out: ModelOutput) -> torch.Tensor:
+        # nothing present: all inputs zeroed, all vote (a constant guess)
+        return ensemble(heads or out.modality_logits, self.weights, self.params.combine)
