@@ -98,6 +98,7 @@ from trainables.methods.base import (
     Optimizers,
     StepState,
     StepStats,
+    backward_and_step,
     register_method,
 )
 from trainables.models.classifier import Encoded, ModelSpec
@@ -210,9 +211,7 @@ class ReconBoost(BalancingMethod):
             active = mods[stage % len(mods)]
             loss, terms = self._boost_loss(model, batch, active, mods[(stage - 1) % len(mods)] if stage else None)
             stats |= {f"reconboost/boost_share/{active}": 1.0, "reconboost/rectify_share": 0.0, **terms}
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_and_step(opt, loss)
         return {"loss": loss.detach(), **stats}
 
     def _boost_loss(
