@@ -213,9 +213,9 @@ def scheduler(sweep: Sweep) -> Any:
             reduction_factor=s.asha.reduction_factor,
         )
     if s.scheduler == "pbt":
-        from ray.tune.schedulers import PopulationBasedTraining
+        from orchestrator.run.pbt import SafePopulationBasedTraining
 
-        return PopulationBasedTraining(
+        return SafePopulationBasedTraining(
             time_attr="epoch",
             perturbation_interval=s.pbt.perturbation_interval,
             quantile_fraction=s.pbt.quantile_fraction,
