@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,35 @@ from trainables.runtime import Runtime
 TINY = {"train_per_class": 5, "val_per_class": 6, "test_per_class": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_instance():
+def start_ray() -> None:
     import ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    import ray
+
+    start_ray()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def cpus_given_back():
+    """A test that failed inside ``Tuner.fit`` (or timed out) can leave trial actors holding the CPUs,
+    and the next test's trials would wait for them forever: then Ray is restarted."""
+    import ray
+
+    yield
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if ray.available_resources().get("CPU", 0) < 2:
+        ray.shutdown()
+        start_ray()
 
 
 def raw(tmp_path: Path, name: str, **extra) -> dict:
