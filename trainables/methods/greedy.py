@@ -17,7 +17,9 @@ the *other* modalities relative to its own. Balanced learning (paper Algorithm 1
 step, ``d = v_a - v_b``; if ``|d| > alpha`` the next ``window`` (Q) steps are re-balancing steps for
 the modality with the larger ``v`` (the one learned greedily from the others): its excitation is
 replaced by its running mean (constant over the batch, no gradient), so its branch has to learn from
-its own modality; ``psi_m`` gets no update and the accumulators pause. ``schedule=random`` is the
+its own modality; ``E_m`` gets a zero gradient (the optimizer's momentum and weight decay still act
+on it; the shared squeeze ``W`` still learns through the other modalities' excitations) and the
+accumulators pause. ``schedule=random`` is the
 paper's random ablation (``Bias_Mitigation_Random``): each step is regular or re-balances a uniformly
 drawn modality.
 

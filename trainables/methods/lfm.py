@@ -21,8 +21,10 @@ the 1-based epoch (0.632, 0.393, 0.283, ... about ``1/t`` later), set at the sta
 held-out data (the whole train split is trained on); ``fitted``, what the official ``Crema_epoch.py``
 runs in its last version: its polynomial fit of a learned 200-epoch CREMA-D trajectory
 (``getAlpha_Learnable_Fitted``; ``fitted_alpha``), alignment weight 0.795 at the start, 0.50 at 40% of
-training, down to ~0 at 90% (the quintic dips to -0.008 there: clipped at 0) and back up to 0.10 at the
-end; its 200 epochs are scaled to the trial's (epoch ``e`` of ``E`` reads the fit at ``200 e / E``).
+training, 0 from 88.5% to 94.4% (the quintic is negative there, lowest -0.0106 at 91.6%: clipped at 0),
+then back up to 0.084 at the official run's last epoch (199 of 0-199); its 200 epochs are scaled to the
+trial's (epoch ``e`` of ``E``, 0-based, reads the fit at ``200 e / E``; a 12-epoch trial's last epoch reads 183, weight
+0).
 ``alpha_init``/``lr_alpha``/clips/``holdout_fraction`` act on ``learned`` only. BalanceMM ports the
 learned strategy only.
 
@@ -217,8 +219,8 @@ def heuristic_alpha(epoch: int, epochs: int, clock: str = "epoch") -> float:
 def fitted_alpha(epoch: int, epochs: int) -> float:
     """The official fitted trajectory at ``epoch`` of ``epochs``, its 200 epochs scaled to the trial's.
 
-    0.795 at the start, 0.50 at 40% of training, ~0 at 90% (it dips to -0.008 there: clipped to
-    [0, 1]), then back up to 0.098 at the end (the end of the quintic fit, kept as the official code runs it).
+    0.795 at the start, 0.50 at 40% of training, 0 between 88.5% and 94.4% (the quintic's minimum,
+    -0.0106 at 91.6%, clipped to [0, 1]), then 0.084 at epoch 199 of 200 (the official run's last).
     """
     e = epoch * FITTED_EPOCHS / epochs
     return min(1.0, max(0.0, sum(c * e**i for i, c in enumerate(FITTED_ALIGN_COEFS))))

@@ -24,7 +24,9 @@ official fixed schedule) and runs two phases:
   the paper). ``w1`` = ``weight1`` (official 5, the CE weight), ``w2`` = ``weight2`` (official 1, the
   reconcile weight). The third is memory consolidation (official ``ga_loss``, ``alpha`` 0.5): the
   distance of the CE gradients w.r.t. the logits, ``softmax(f) - y``, of the current learner and of the
-  previous stage's learner ``f_prev`` (frozen); skipped in stage 0, as officially.
+  previous stage's learner ``f_prev`` (frozen); skipped in stage 0, as officially. ``f_prev`` is that
+  learner as it is now (after the rectification phase in between moved it), not a copy kept from the
+  end of its own stage.
 * global rectification (``rectify_len``): every encoder and the head learn on ``CE(sum_m f_m, y)``.
 
 Schedule: ``unit: epoch`` counts ``boost_len`` / ``rectify_len`` in epochs (fractions allowed, rounded to

@@ -1,6 +1,6 @@
 """UMT: uni-modal teachers distilled into the multimodal encoders.
 
-Du, Teng, Wang, Yuan, Wu, Zhang, Chen, Zhao, Wu, "On Uni-Modal Feature Learning in Supervised Multi-Modal
+Du, Teng, Li, Liu, Yuan, Wang, Yuan, Zhao, "On Uni-Modal Feature Learning in Supervised Multi-Modal
 Learning", ICML 2023 (arXiv 2305.01233). No official code was found here; BalanceBenchmark's port
 (``balancemm/trainer/UMT_trainer.py``) loads separately trained unimodal checkpoints.
 
