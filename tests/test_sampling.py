@@ -70,3 +70,40 @@ def test_steps_see_each_copys_position_in_the_methods_list(tmp_path, monkeypatch
     run_trial(tiny_config("joint", epochs=1, loader={"batch_size": 21}), JsonlReporter(tmp_path))
     assert sorted(position for _, position in drawn) == list(range(len(wanted)))
     assert all(wanted[position] == index for index, position in drawn)
+
+
+def test_train_subset_passes_over_exactly_the_given_samples_unshuffled(tmp_path, monkeypatch):
+    """The ``EpochContext.train_subset`` hook (G-Blending's and LFM's held-out part of train, Re-learning's
+    and Valuation's full passes): the given samples once each, in the given order, as the dataset holds
+    them (not the epoch's order or its ``train_indices`` choice)."""
+    wanted = [7, 3, 3, 50, 0, 21]
+    passes: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+
+    def on_epoch_end(self, model, ctx):
+        (batch,) = list(ctx.train_subset(wanted))  # one batch: the eval batch size is larger than 6
+        passes.append((batch["index"].tolist(), batch["inputs"]["pix"], ctx.train_loader.dataset.dataset))
+        return {}
+
+    monkeypatch.setattr(Joint, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(Joint, "train_indices", lambda self, epoch, n: list(range(0, n, 2)))
+    run_trial(tiny_config("joint", epochs=2), JsonlReporter(tmp_path))
+    assert len(passes) == 2
+    for indices, pix, dataset in passes:
+        assert indices == wanted
+        assert torch.equal(pix, torch.stack([dataset[i]["inputs"]["pix"] for i in wanted]))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_train_subset_gives_each_rank_its_share_and_the_ranks_cover_it_once(world, monkeypatch):
+    from trainables.config import resolve
+    from trainables.loop import build_trial
+    from trainables.runtime import Runtime
+
+    wanted = list(range(5, 30))
+    trial = build_trial(resolve(tiny_config("joint", epochs=1)), Runtime.local("cpu"))
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(trial, "runtime", Runtime(torch.device("cpu"), rank, world))
+        shares.append([i for b in trial.train_subset(wanted) for i in b["index"].tolist()])
+    assert sorted(i for s in shares for i in s) == wanted
+    assert all(s == wanted[r::world] for r, s in enumerate(shares))
