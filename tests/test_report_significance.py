@@ -16,7 +16,7 @@ import pytest
 from orchestrator import results
 from orchestrator.report import leaderboard_markdown, write_report
 from orchestrator.report.leaderboard import build_leaderboard
-from orchestrator.report.significance import against_joint, paired_test
+from orchestrator.report.significance import against_joint, holm, paired_test
 
 SEEDS = (0, 1, 2, 3)
 BASE = {0: 0.80, 1: 0.84, 2: 0.78, 3: 0.82}  # joint's test acc per seed: a 6 pp spread across seeds
@@ -72,8 +72,9 @@ def test_leaderboard_shows_the_paired_difference_to_joint(folder: Path):
     assert "over the seeds both ran (4 pairs)" in section  # unimodal:pix has no fou column: not a "0 pairs"
     better = next(line for line in section.splitlines() if line.startswith("| better |"))
     noisy = next(line for line in section.splitlines() if line.startswith("| noisy |"))
-    assert "+5.3 pp (p <0.001)***" in better
-    assert "*" not in noisy and "(p 0.9" in noisy or "(p 1.000)" in noisy
+    assert "+5.3 pp (p <0.001, Holm <0.001)***" in better
+    assert "stars from the Holm-adjusted p" in section
+    assert "*" not in noisy and ("(p 0.9" in noisy or "(p 1.000, Holm 1.000)" in noisy)
 
 
 def test_latex_table_is_booktabs_with_escapes_bold_and_daggers(folder: Path, tmp_path: Path):
@@ -143,6 +144,67 @@ def test_differences_are_in_the_leaderboards_units():
 
     # Shapley values are shown in pp in the leaderboard, so their difference is too (it was printed as
     # a fraction, +0.1, for a 5 pp gain); ratios keep the leaderboard's 3 decimals
-    assert _cell("test/shapley/pix", Paired(3, 0.05, 0.2)) == "+5.0 pp (p 0.200)"
-    assert _cell("test/probe/acc/fou", Paired(3, -0.012, 0.0004)) == "-1.2 pp (p <0.001)***"
+    assert _cell("test/shapley/pix", Paired(3, 0.05, 0.2, 0.6)) == "+5.0 pp (p 0.200, Holm 0.600)"
+    assert _cell("test/probe/acc/fou", Paired(3, -0.012, 0.0004, 0.0008)) == "-1.2 pp (p <0.001, Holm <0.001)***"
+    # the stars are the Holm-adjusted p's: a raw 0.012 that Holm lifts to 0.180 gets none
+    assert _cell("test/probe/acc/fou", Paired(3, 0.012, 0.012, 0.18)) == "+1.2 pp (p 0.012, Holm 0.180)"
     assert _cell("test/imbalance/score_ratio", Paired(3, -0.0512, None)) == "-0.051 (p –)"
+
+
+def test_holm_adjusts_step_down_by_hand():
+    # sorted: 0.005, 0.01, 0.03, 0.04 (m = 4) -> 4 * 0.005 = 0.02, 3 * 0.01 = 0.03, 2 * 0.03 = 0.06,
+    # 1 * 0.04 = 0.04 raised to 0.06 (the adjusted p keep the raw order); back in the given order:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # None is no test: it stays None and does not count in m (m = 2 here, not 4)
+    assert holm([None, 0.02, None, 0.01]) == [None, pytest.approx(0.02), None, pytest.approx(0.02)]
+    # capped at 1: 3 * 0.2 = 0.6, 2 * 0.55 = 1.1 -> 1, and 1 * 0.6 = 0.6 raised to that 1
+    assert holm([0.2, 0.6, 0.55]) == pytest.approx([0.6, 1.0, 1.0])
+    assert holm([]) == [] and holm([None]) == [None] and holm([0.03]) == [0.03]  # one test: unadjusted
+    ps = [0.001, 0.2, 0.011, 0.04, 0.012, 0.5, 0.013]
+    adjusted = holm(ps)
+    by_raw = [a for _, a in sorted(zip(ps, adjusted, strict=True))]
+    assert by_raw == sorted(by_raw) and all(a >= p for p, a in zip(ps, adjusted, strict=True))
+
+
+@pytest.fixture
+def marginal(tmp_path: Path) -> Path:
+    """joint, a clear gain, a null method, a unimodal row, and "marginal": raw p < 0.05 that Holm lifts above."""
+    root = tmp_path / "exp"
+    for s in SEEDS:
+        fake_trial(root, "joint", s, BASE[s])
+        fake_trial(root, "better", s, BASE[s] + 0.05 + 0.002 * s)
+        fake_trial(root, "noisy", s, BASE[s] + (0.03, -0.03, 0.02, -0.02)[s])
+        fake_trial(root, "marginal", s, BASE[s] + (0.01, 0.03, 0.01, 0.02)[s])
+        fake_trial(root, "unimodal", s, 0.7, {"modality": "pix"}, row="unimodal:pix")
+    return root
+
+
+def test_holm_family_is_one_column_across_methods(marginal: Path):
+    (board,) = build_leaderboard(marginal).boards
+    tests = against_joint(board)
+    for c in board.columns:  # each column is adjusted over the methods, on its own
+        raw = [per[c].p for per in tests.values()]
+        assert [per[c].p_holm for per in tests.values()] == holm(raw)
+    # test/acc has 4 tests (unimodal:pix included), test/acc/fou 3 (unimodal:pix has no fou): the same
+    # raw p of "better" is multiplied by 4 in one column and by 3 in the other
+    better = tests["better"]
+    assert better["test/acc"].p == pytest.approx(better["test/acc/fou"].p)
+    assert better["test/acc"].p_holm == pytest.approx(4 * better["test/acc"].p)
+    assert better["test/acc/fou"].p_holm == pytest.approx(3 * better["test/acc/fou"].p)
+    assert tests["unimodal:pix"]["test/acc/fou"].p_holm is None
+
+
+def test_raw_p_below_005_that_fails_holm_gets_no_star_and_no_dagger(marginal: Path, tmp_path: Path):
+    (board,) = build_leaderboard(marginal).boards
+    t = against_joint(board)["marginal"]["test/acc"]
+    assert t.p < 0.05 <= t.p_holm and t.stars == ""  # raw 0.035, Holm 2 * 0.035 (second smallest of 4)
+    text = leaderboard_markdown(marginal)
+    section = text.split("difference to joint, paired t-test over seeds")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| marginal |"))
+    assert f"(p {t.p:.3f}, Holm {t.p_holm:.3f})" in row and "*" not in row
+    files = write_report(marginal, tmp_path / "rep")
+    tex = files["latex"].read_text()
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert r"\dagger" not in next(line for line in body if line.startswith("marginal &"))
+    assert r"$^\dagger$" in next(line for line in body if line.startswith("better &")).split(" & ")[1]
+    assert "Holm-adjusted $p<0.05$" in tex

@@ -2,8 +2,9 @@
 
 One ``table`` per dataset (``\\toprule``/``\\midrule``/``\\bottomrule``, needs ``\\usepackage{booktabs}``);
 cells are mean ± sample std over seeds in percent (the score ratio as is), the best mean of each
-accuracy column in bold, and a dagger where the paired t-test against joint over seeds gives p < 0.05
-(:mod:`orchestrator.report.significance`).
+accuracy column in bold, and a dagger where the paired t-test against joint over seeds gives a
+Holm-adjusted p < 0.05 (family: the methods of one column), the same test and threshold as one star
+in the Markdown table (:mod:`orchestrator.report.significance`).
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ def latex_board(board: DatasetBoard, select_metric: str) -> str:
             s = e.metrics[c]
             t = tests.get(e.method, {}).get(c)
             bold = best[c] is not None and s.n > 0 and abs(s.mean - best[c]) < 1e-12
-            cells.append(_tex_cell(c, s, bold, t is not None and t.p is not None and t.p < 0.05))
+            cells.append(_tex_cell(c, s, bold, t is not None and t.p_holm is not None and t.p_holm < 0.05))
         lines.append(" & ".join(cells) + r" \\")
     seeds = sorted({len(e.trials) for e in board.entries})
     caption = (
         f"{tex_escape(board.dataset)}: test metrics (accuracies in \\%) of each method's configuration chosen on "
         f"{tex_escape(select_metric)}, mean $\\pm$ sample std over {'/'.join(map(str, seeds))} seeds; best mean in "
-        f"bold; $^\\dagger$: differs from {BASELINE} with $p<0.05$ (two-sided paired $t$-test over seeds)."
+        f"bold; $^\\dagger$: differs from {BASELINE} with Holm-adjusted $p<0.05$ (two-sided paired $t$-test over "
+        "seeds, Holm over the methods of each column)."
     )
     lines += [
         r"\bottomrule",

@@ -9,15 +9,23 @@ every difference is the same (zero variance).
 
 Why this test: with the 3 to 5 seeds a sweep runs, the Wilcoxon signed-rank test cannot reach
 p < 0.05 (its smallest two-sided p with 5 pairs is 0.0625, with 3 pairs 0.25), while the t-test
-can; its assumption (roughly normal differences) is the usual one for seed-to-seed variation. No
-correction for multiple comparisons is applied: the p-values are per metric and per method, read
-them as such. SciPy gives the t distribution (a dependency for that alone; it is the standard).
+can; its assumption (roughly normal differences) is the usual one for seed-to-seed variation. SciPy
+gives the t distribution (a dependency for that alone; it is the standard).
+
+Multiple comparisons: a board tests some 20 methods on each of about 9 metric columns; were no method
+different from joint, raw p < 0.05 would still star about one method per column. The stars (and the
+LaTeX table's dagger) therefore come from Holm-adjusted p-values (:func:`holm`), the family being one
+metric column of one dataset board: every method's test against joint on that column. Holm's
+step-down procedure controls the family-wise error rate (the chance of any false star in the column)
+at the level read off, assumes nothing about how the tests depend on each other (they share joint's
+seeds, so they are correlated), and is uniformly more powerful than Bonferroni (its adjusted p is
+never larger). The raw p-value is shown next to the adjusted one.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.report.leaderboard import BASELINE, DatasetBoard, Entry, Leaderboard, _number
 
@@ -31,12 +39,30 @@ class Paired:
     n: int
     diff: float  # mean of (method - joint) over the pairs
     p: float | None  # two-sided p-value; None below two pairs or with zero variance
+    p_holm: float | None = None  # p Holm-adjusted over the methods of this column (set by against_joint)
 
     @property
     def stars(self) -> str:
-        if self.p is None:
+        """From the Holm-adjusted p: none for a test that is not part of a family (``p_holm`` None)."""
+        if self.p_holm is None:
             return ""
-        return next((s for level, s in LEVELS if self.p < level), "")
+        return next((s for level, s in LEVELS if self.p_holm < level), "")
+
+
+def holm(ps: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni step-down adjusted p-values, in the order given; None stays None.
+
+    The family is the non-None entries (``m`` of them; a None is no test and does not count): sorted
+    ascending, the ``j``-th smallest (from 0) becomes ``min(1, (m - j) * p)``, raised to the largest
+    such value before it so that the adjusted p-values keep the raw ones' order. Rejecting where the
+    adjusted p < alpha controls the family-wise error rate at alpha under any dependence.
+    """
+    order = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+    m, out, running = len(order), list(ps), 0.0
+    for j, i in enumerate(order):
+        running = max(running, min(1.0, (m - j) * ps[i]))
+        out[i] = running
+    return out
 
 
 def per_seed(entry: Entry, key: str) -> dict[int, float]:
@@ -65,15 +91,21 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> Paired:
 
 
 def against_joint(board: DatasetBoard) -> dict[str, dict[str, Paired]]:
-    """Per method (joint excluded) and per metric column: the paired test against joint's chosen config."""
+    """Per method (joint excluded) and per metric column: the paired test against joint's chosen config,
+    with ``p_holm`` adjusted over the methods of that column (one column of one board is one family)."""
     base = next((e for e in board.entries if e.method == BASELINE), None)
     if base is None:
         return {}
-    return {
+    tests = {
         e.method: {c: paired_test(per_seed(e, c), per_seed(base, c)) for c in board.columns}
         for e in board.entries
         if e.method != BASELINE
     }
+    for c in board.columns:
+        adjusted = holm([per[c].p for per in tests.values()])
+        for per, p_holm in zip(tests.values(), adjusted, strict=True):
+            per[c] = replace(per[c], p_holm=p_holm)
+    return tests
 
 
 def _cell(key: str, t: Paired) -> str:
@@ -83,12 +115,17 @@ def _cell(key: str, t: Paired) -> str:
 
     # the leaderboard's units: percentage points where the table shows percent, else 3 decimals
     scale, digits, unit = (100.0, 1, " pp") if is_fraction(key) else (1.0, 3, "")
-    p = "p –" if t.p is None else f"p {t.p:.3f}" if t.p >= 0.001 else "p <0.001"
-    return f"{t.diff * scale:+.{digits}f}{unit} ({p}){t.stars}"
+    if t.p is None:
+        return f"{t.diff * scale:+.{digits}f}{unit} (p –)"
+    return f"{t.diff * scale:+.{digits}f}{unit} (p {_p(t.p)}, Holm {_p(t.p_holm)}){t.stars}"
+
+
+def _p(p: float | None) -> str:
+    return "–" if p is None else f"{p:.3f}" if p >= 0.001 else "<0.001"
 
 
 def significance_markdown(lb: Leaderboard) -> str:
-    """One Markdown table per dataset: each method minus joint per metric, with the paired p-value."""
+    """One Markdown table per dataset: each method minus joint per metric, with the raw and Holm-adjusted p."""
     from orchestrator.report.formatting import column_title
 
     lines: list[str] = []
@@ -101,7 +138,8 @@ def significance_markdown(lb: Leaderboard) -> str:
             f"## {board.dataset}: difference to {BASELINE}, paired t-test over seeds",
             "",
             f"Method minus {BASELINE} (chosen configs), mean over the seeds both ran ({'/'.join(map(str, n))} pairs); "
-            "two-sided paired t-test; * p<0.05, ** p<0.01, *** p<0.001; no multiple-comparison correction.",
+            "two-sided paired t-test, raw p and Holm-adjusted p (family: the methods of one column); "
+            "stars from the Holm-adjusted p: * p<0.05, ** p<0.01, *** p<0.001.",
             "",
             "| method | " + " | ".join(column_title(c) for c in board.columns) + " |",
             "|---|" + "--:|" * len(board.columns),
