@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_pair import end_process_group, two_gloo_ranks
 
 from trainables.methods import METHODS
 from trainables.methods.base import EpochContext, MethodContext, StepState
@@ -49,13 +49,11 @@ def _worker(rank: int, init: str, out: str, method: str, params: dict) -> None:
         m.on_epoch_start(model, _epoch_context(1, [_batch(rank), _batch(rank + 2)], rt.all_reduce))
     m.training_step(model, _batch(rank), {"main": opt}, StepState(1, 0, 1, 1))
     torch.save({"method": m.state_dict(), "model": model.state_dict()}, f"{out}.{rank}")
-    dist.destroy_process_group()
+    end_process_group()
 
 
 def _run_two_ranks(tmp_path, method: str, params: dict) -> list[dict]:
-    args = (f"file://{tmp_path / 'pg'}", str(tmp_path / "out"), method, params)
-    mp.spawn(_worker, args=args, nprocs=2, join=True)
-    return [torch.load(tmp_path / f"out.{r}") for r in (0, 1)]
+    return [torch.load(p) for p in two_gloo_ranks(_worker, tmp_path, method, params)]
 
 
 def test_helpers_are_the_plain_operations_on_one_process() -> None:

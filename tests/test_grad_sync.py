@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from conftest import tiny_config
+from gloo_pair import end_process_group, two_gloo_ranks
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
@@ -62,12 +62,11 @@ def _worker(rank: int, init: str, out: str) -> None:
     results = {f"{m}/{'overlap' if o else 'step'}": _ours(m, o) for m in METHODS for o in (False, True)}
     results["joint/torch_ddp"] = _torch_ddp()
     torch.save(results, f"{out}.{rank}")
-    dist.destroy_process_group()
+    end_process_group()
 
 
 def test_overlapped_sync_gives_the_weights_of_the_step_hook_and_of_torch_ddp(tmp_path):
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'pg'}", str(tmp_path / "out")), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"out.{r}", weights_only=False) for r in (0, 1)]
+    ranks = [torch.load(p, weights_only=False) for p in two_gloo_ranks(_worker, tmp_path)]
     for case in ranks[0]:
         for k, v in ranks[0][case]["weights"].items():  # ranks in lockstep
             assert torch.equal(v, ranks[1][case]["weights"][k]), (case, k)

@@ -4,7 +4,7 @@ import json
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_pair import end_process_group, two_gloo_ranks
 
 from trainables.runtime import Runtime
 
@@ -22,12 +22,11 @@ def _worker(rank: int, init: str, out: str) -> None:
     opt.step()
     with open(f"{out}.{rank}", "w") as fh:
         json.dump({"w": w.tolist(), "b": b.tolist(), "c_grad": c.grad is None, "c": c.tolist()}, fh)
-    dist.destroy_process_group()
+    end_process_group()
 
 
 def test_gradients_are_averaged_identically_even_when_one_rank_lacks_one(tmp_path):
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'pg'}", str(tmp_path / "out")), nprocs=2, join=True)
-    got = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    got = [json.loads(p.read_text()) for p in two_gloo_ranks(_worker, tmp_path)]
     assert got[0] == got[1]  # the ranks stay in lockstep
     assert got[0]["w"] == [-2.0] * 3 and got[0]["b"] == [-1.0] * 3
     assert got[0]["c_grad"] and got[0]["c"] == [0.0] * 3
@@ -41,11 +40,10 @@ def _bn_worker(rank: int, init: str, out: str) -> None:
     rt.broadcast_buffers(bn)
     with open(f"{out}.{rank}", "w") as fh:
         json.dump({"mean": bn.running_mean.tolist(), "var": bn.running_var.tolist()}, fh)
-    dist.destroy_process_group()
+    end_process_group()
 
 
 def test_buffers_are_rank_zeros_after_broadcast(tmp_path):
     # without it each rank evaluated its shard with its own BatchNorm statistics, not the checkpoint's
-    mp.spawn(_bn_worker, args=(f"file://{tmp_path / 'pg'}", str(tmp_path / "out")), nprocs=2, join=True)
-    got = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    got = [json.loads(p.read_text()) for p in two_gloo_ranks(_bn_worker, tmp_path)]
     assert got[0] == got[1] and max(got[0]["mean"]) < 5.0  # rank 0's (inputs around 0, not 10)
