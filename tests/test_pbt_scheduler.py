@@ -128,3 +128,14 @@ def test_an_exploited_trial_that_was_being_paused_keeps_no_stale_stop(cls):
     assert lower.status == Trial.PAUSED and lower.config["trial"]["optim"]["lr"] in (0.1, 0.3)
     stale = controller._cached_trial_decisions.get(lower.trial_id)
     assert stale == (TrialScheduler.STOP if cls is PopulationBasedTraining else None)
+
+
+def test_the_installed_tune_still_caches_the_stop_where_the_workaround_looks():
+    """The workaround reads Tune's private ``_cached_trial_decisions`` (ray 2.60); after a Ray upgrade
+    this fails until the stale-STOP path is checked again (the fake controller above models it)."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    source = inspect.getsource(TuneController._schedule_trial_stop)
+    assert "self._cached_trial_decisions[trial.trial_id] = TrialScheduler.STOP" in source

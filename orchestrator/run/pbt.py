@@ -46,7 +46,7 @@ def cached_decisions(tune_controller: Any) -> dict[str, str]:
     """The controller's decisions held until a trial's save resolves (``TuneController``'s private
     ``_cached_trial_decisions``; schedulers get it wrapped, so the wrapper's controller is read)."""
     controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    return controller._cached_trial_decisions
+    return getattr(controller, "_cached_trial_decisions", {})  # another Ray: nothing to drop here
 
 
 class SafePopulationBasedTraining(PopulationBasedTraining):
