@@ -16,6 +16,13 @@ TINY_MFEAT = {"train_per_class": 6, "val_per_class": 4, "test_per_class": 4}
 TINY_ARGS = [a for k, v in TINY_MFEAT.items() for a in ("--set", f"data.{k}={v}")]
 
 
+def start_local_ray() -> None:
+    """The tests' local Ray: the machine's 2 CPUs, a small object store, no dashboard, no worker logs."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+
+
 def tiny_config(method: str = "joint", epochs: int = 2, **extra) -> dict:
     """A trial that runs in about a second on CPU: 60 training digits, small encoders."""
     cfg = {

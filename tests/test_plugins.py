@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TINY_ARGS, TINY_MFEAT
+from conftest import TINY_ARGS, TINY_MFEAT, start_local_ray
 
 from orchestrator.cli import main
 from trainables import plugins
@@ -125,7 +125,7 @@ def test_a_sweep_lists_its_plugins_and_records_them_for_resume(plugin_dir, tmp_p
 def test_ray_trial_processes_import_the_plugin(plugin_dir, tmp_path, monkeypatch, mode):
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    start_local_ray()
     try:
         # imported after Ray started, from a folder on no PYTHONPATH: the workers get it from the trial's settings
         monkeypatch.syspath_prepend(str(plugin_dir))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import start_local_ray
 
 from orchestrator.results import iter_trials
 from orchestrator.run.driver import run_sweep
@@ -22,18 +22,11 @@ from trainables.runtime import Runtime
 TINY = {"train_per_class": 5, "val_per_class": 6, "test_per_class": 4}
 
 
-def start_ray() -> None:
-    import ray
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
     import ray
 
-    start_ray()
+    start_local_ray()
     yield
     ray.shutdown()
 
@@ -50,7 +43,7 @@ def cpus_given_back():
         time.sleep(0.5)
     if ray.available_resources().get("CPU", 0) < 2:
         ray.shutdown()
-        start_ray()
+        start_local_ray()
 
 
 def raw(tmp_path: Path, name: str, **extra) -> dict:

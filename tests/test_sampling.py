@@ -77,7 +77,7 @@ def test_train_subset_passes_over_exactly_the_given_samples_unshuffled(tmp_path,
     and Valuation's full passes): the given samples once each, in the given order, as the dataset holds
     them (not the epoch's order or its ``train_indices`` choice)."""
     wanted = [7, 3, 3, 50, 0, 21]
-    passes: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+    passes: list[tuple] = []  # (indices, pix, the dataset behind the loader)
 
     def on_epoch_end(self, model, ctx):
         (batch,) = list(ctx.train_subset(wanted))  # one batch: the eval batch size is larger than 6
